@@ -1,0 +1,131 @@
+"""Figures (matplotlib, imported only here): view pairs with their geometry, sample grids.
+
+The view-pair figure is SiM's input made visible: the source image with both
+crop boxes, the masked online view with every target-view patch centre placed
+where ``relative_coords`` puts it, and the target view with the same centres
+in the same colours, so a reader can check the correspondence by eye.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .views import ViewGeometry, overlap_fraction, relative_coords, relative_scales
+
+BOX_COLOURS = ("#ff7f0e", "#17becf")  # view 1 (online, masked), view 2 (target)
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+    return plt
+
+
+def to_display(x: torch.Tensor, mean: Optional[Sequence[float]] = None,
+               std: Optional[Sequence[float]] = None) -> np.ndarray:
+    """(C, H, W) image (uint8, or float normalised with mean/std) -> (H, W, 3) float in [0, 1]."""
+    x = x.detach().cpu()
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    elif mean is not None:
+        x = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    x = x.clamp(0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return x.permute(1, 2, 0).numpy()
+
+
+def geometry_text(g1: ViewGeometry, g2: ViewGeometry, i: int = 0) -> str:
+    """The relative tuple of sample ``i``, as the official dataset returns it, plus the overlap."""
+    t1, l1, h1, w1 = (float(t[i]) for t in g1[:4])
+    t2, l2, h2, w2 = (float(t[i]) for t in g2[:4])
+    rflip = bool(g1.flipped[i]) != bool(g2.flipped[i])
+    ov = float(overlap_fraction(g1.select(slice(i, i + 1)), g2.select(slice(i, i + 1)))[0])
+    return (f"Δi={(t2 - t1) / h1:+.2f}  Δj={(l2 - l1) / w1:+.2f}  sh={h2 / h1:.2f}  sw={w2 / w1:.2f}  "
+            f"flip={'yes' if rflip else 'no'}  overlap={ov:.0%}")
+
+
+def plot_view_pair(image: torch.Tensor, g1: ViewGeometry, g2: ViewGeometry, view1: torch.Tensor,
+                   view2: torch.Tensor, grid: int, mask: Optional[torch.Tensor] = None,
+                   mean=None, std=None, i: int = 0, axes=None, title: Optional[str] = None):
+    """Draw sample ``i`` of a view pair on three axes (created if not given); returns the figure.
+
+    image: (C, H, W) uint8 source; g1, g2: batched geometries; view1, view2:
+    (C, S, S) normalised views of sample ``i``; mask: (grid*grid,) bool for view 1.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    fig = axes[0].figure
+    S = view1.shape[-1]
+    patch = S / grid
+
+    ax = axes[0]
+    ax.imshow(to_display(image), interpolation="nearest", extent=(0, image.shape[-1], image.shape[-2], 0))
+    for g, colour, name in zip((g1, g2), BOX_COLOURS, ("view 1", "view 2")):
+        top, left, h, w = (float(t[i]) for t in g[:4])
+        ax.add_patch(Rectangle((left, top), w, h, fill=False, lw=2, ec=colour))
+        flip = " (flipped)" if bool(g.flipped[i]) else ""
+        ax.text(left + 1, top + 1, name + flip, color="white", fontsize=8, va="top",
+                bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
+    ax.set_title("source and crop boxes", fontsize=9)
+
+    # view-2 patch centres, coloured by position in view 2 (row-major)
+    coords = relative_coords(g1.select(slice(i, i + 1)), g2.select(slice(i, i + 1)), grid)[0]  # (N, 2)
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, grid * grid))
+    ax = axes[1]
+    ax.imshow(to_display(view1, mean, std), interpolation="nearest", extent=(0, S, S, 0))
+    if mask is not None:
+        m = mask.reshape(grid, grid).cpu().numpy()
+        shade = np.zeros((grid, grid, 4))
+        shade[m] = (0, 0, 0, 0.55)
+        ax.imshow(shade, interpolation="nearest", extent=(0, S, S, 0))
+    y = (coords[:, 0].numpy() + 0.5) * patch
+    x = (coords[:, 1].numpy() + 0.5) * patch
+    ax.scatter(x, y, c=colours, s=14, edgecolors="white", linewidths=0.4)
+    ax.set_xlim(0, S), ax.set_ylim(S, 0)
+    n_masked = int(mask.sum()) if mask is not None else 0
+    ax.set_title(f"view 1 (online): {n_masked}/{grid * grid} patches masked;\n"
+                 f"dots = view-2 patch centres", fontsize=9)
+
+    ax = axes[2]
+    ax.imshow(to_display(view2, mean, std), interpolation="nearest", extent=(0, S, S, 0))
+    centres = (np.arange(grid) + 0.5) * patch
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    ax.scatter(xx.ravel(), yy.ravel(), c=colours, s=14, edgecolors="white", linewidths=0.4)
+    ax.set_title("view 2 (target): its patch centres", fontsize=9)
+    for a in axes[1:]:
+        a.set_xticks(np.arange(0, S + 1e-6, patch)), a.set_yticks(np.arange(0, S + 1e-6, patch))
+        a.set_xticklabels([]), a.set_yticklabels([])
+        a.grid(True, color="white", lw=0.3, alpha=0.5)
+    axes[0].set_xticks([]), axes[0].set_yticks([])
+    fig.suptitle(title or geometry_text(g1, g2, i), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def plot_samples(images: torch.Tensor, masks: Optional[torch.Tensor] = None, labels=None,
+                 class_names: Optional[Sequence[str]] = None, columns: int = 10):
+    """A grid of images, each with its mask below it when masks are given; returns the figure."""
+    plt = _pyplot()
+    n = len(images)
+    rows = (n + columns - 1) // columns
+    per = 2 if masks is not None else 1
+    fig, axes = plt.subplots(rows * per, columns, figsize=(columns * 1.1, rows * per * 1.15), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k in range(n):
+        r, c = divmod(k, columns)
+        ax = axes[r * per, c]
+        ax.imshow(to_display(images[k]), interpolation="nearest")
+        if labels is not None:
+            name = class_names[int(labels[k])] if class_names else str(int(labels[k]))
+            ax.set_title(name, fontsize=7)
+        if masks is not None:
+            axes[r * per + 1, c].imshow(masks[k].cpu().numpy(), cmap="tab20", vmin=0, vmax=19,
+                                        interpolation="nearest")
+    fig.tight_layout()
+    return fig
