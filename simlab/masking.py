@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .seeding import STREAM_MASK, key_generator, sample_keys
@@ -58,8 +59,11 @@ def _check(grid: int, num_masked: int) -> None:
 
 def _one_block_mask(grid: int, num_masked: int, min_block: int, draw: _Draws
                     ) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
-    """One mask (grid*grid,) and the blocks (top, left, h, w) placed before the top-up."""
-    mask = torch.zeros(grid, grid, dtype=torch.bool)
+    """One mask (grid*grid,) and the blocks (top, left, h, w) placed before the top-up.
+
+    Works on a numpy grid: per-patch torch ops would dominate at these sizes.
+    """
+    mask = np.zeros((grid, grid), dtype=bool)
     blocks = []
     count = 0
     log_lo, log_hi = math.log(_MIN_ASPECT), math.log(1 / _MIN_ASPECT)
@@ -77,18 +81,19 @@ def _one_block_mask(grid: int, num_masked: int, min_block: int, draw: _Draws
                 block = mask[top:top + h, left:left + w]
                 new = h * w - int(block.sum())
                 if 0 < new <= budget:
-                    block.fill_(True)
+                    block[...] = True
                     blocks.append((top, left, h, w))
                     added = new
                     break
         if added == 0:
             break
         count += added
+    flat = mask.reshape(-1)
     if count < num_masked:  # top up with random single patches
-        free = (~mask).flatten().nonzero().squeeze(1)
-        order = torch.tensor([draw() for _ in range(len(free))]).argsort()
-        mask.view(-1)[free[order[:num_masked - count]]] = True
-    return mask.flatten(), blocks
+        free = np.flatnonzero(~flat)
+        order = np.argsort([draw() for _ in range(len(free))], kind="stable")
+        flat[free[order[:num_masked - count]]] = True
+    return torch.from_numpy(flat.copy()), blocks
 
 
 def block_mask(batch_size: int, grid: int, num_masked: Optional[int] = None,
