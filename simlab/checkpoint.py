@@ -1,0 +1,212 @@
+"""Checkpoints: schema, atomic writes with a sha256, verified safe loads, and ``load_encoder``.
+
+A checkpoint holds only tensors and primitives, so ``torch.load(...,
+weights_only=True)`` loads it and no file can run code (DESIGN.md
+"Checkpoints"). It is written to a temporary file in the same folder,
+fsynced, renamed into place with ``os.replace`` (a reader sees the old file or
+the new one, never a partial one), and then its sha256 is written beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config
+
+FORMAT = "simlab-checkpoint"
+SCHEMA = 1
+_NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, unsafe, or of another schema."""
+
+
+def code_version() -> str:
+    """simlab's version, plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def rng_state() -> dict:
+    """Every RNG's state as tensors and primitives."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def preprocess_of(cfg: Config, in_chans: int, mean, std) -> dict:
+    """How images must be prepared for the encoder."""
+    return {"input_size": cfg.data.image_size, "in_chans": in_chans, "mean": list(mean), "std": list(std),
+            "interpolation": "bilinear"}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_atomic(obj: dict, path: Path) -> str:
+    """Write ``obj`` to ``path`` atomically, then ``path.sha256``; returns the digest."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    digest = sha256_of(path)
+    side = path.with_name(path.name + ".sha256")
+    side_tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
+    side_tmp.write_text(f"{digest}  {path.name}\n")
+    os.replace(side_tmp, side)
+    _fsync_dir(path.parent)
+    return digest
+
+
+def load_checkpoint(path, map_location="cpu", verify: bool = True) -> dict:
+    """Load a simlab checkpoint safely (``weights_only=True``), checking its sha256 when recorded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    side = path.with_name(path.name + ".sha256")
+    if verify and side.exists():
+        expected = side.read_text().split()[0] if side.read_text().strip() else ""
+        if sha256_of(path) != expected:
+            raise CheckpointError(f"{path}: sha256 does not match {side.name}; the file is corrupt or was changed")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zips, pickles of arbitrary objects, non-checkpoints
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a simlab checkpoint")
+    if ckpt.get("schema") != SCHEMA:
+        raise CheckpointError(f"{path}: checkpoint schema {ckpt.get('schema')} but this simlab reads {SCHEMA}")
+    return ckpt
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, newest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+
+
+def newest_valid(run_dir: Path, log=print) -> Optional[tuple[Path, dict]]:
+    """The newest checkpoint that loads and verifies; says so when it skips a bad one."""
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            log(f"skipping checkpoint: {e}")
+    return None
+
+
+def config_of(ckpt: dict) -> Config:
+    return Config.from_dict(json.loads(ckpt["config"]))
+
+
+def load_encoder(path) -> torch.nn.Module:
+    """The pretrained online encoder of a simlab checkpoint, in eval mode, on CPU.
+
+    It carries ``encoder.preprocess`` (input_size, in_chans, mean, std,
+    interpolation); ``encoder.forward_features(x)`` takes a normalised batch at
+    ``input_size`` and returns all tokens (B, 1 + N, D) without a final norm.
+    """
+    from .vit import Encoder
+    ckpt = load_checkpoint(path)
+    cfg = config_of(ckpt)
+    pre = ckpt["preprocess"]
+    m = cfg.model
+    encoder = Encoder(pre["input_size"], m.patch_size, pre["in_chans"], m.embed_dim, m.depth, m.num_heads,
+                      m.mlp_ratio, final_norm=cfg.train.objective == "mae")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(state)
+    encoder.preprocess = dict(pre)
+    encoder.config = cfg
+    return encoder.eval()
+
+
+def slim_copy(src, dst) -> str:
+    """A checkpoint for sharing: everything but the optimizer and scaler state (it cannot be
+    resumed, but ``load_encoder``, the probes and the notebooks use it). Returns its sha256."""
+    ckpt = load_checkpoint(src)
+    ckpt["optimizer"], ckpt["scaler"] = None, None
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    return save_atomic(ckpt, Path(dst))
+
+
+def export_encoder_safetensors(src, dst) -> None:
+    """The online encoder's weights as safetensors (simlab key names), preprocessing in the metadata."""
+    from safetensors.torch import save_file
+    ckpt = load_checkpoint(src)
+    state = {k[len("encoder."):]: v.contiguous() for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    meta = {"format": "simlab-encoder", "preprocess": json.dumps(ckpt["preprocess"]), "config": ckpt["config"]}
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst), metadata=meta)
