@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DatasetNotFound
 
@@ -13,6 +14,42 @@ from .data import DatasetNotFound
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
     demo.run(args.out, data_root=args.data_root)
+    return 0
+
+
+def config_from_args(args: argparse.Namespace):
+    """The preset, then the named options, then ``--set`` overrides, validated."""
+    from .config import apply_overrides
+    from .presets import preset
+    cfg = preset(args.preset)
+    named = {"dataset": args.dataset, "data_root": args.data_root, "epochs": args.epochs,
+             "steps": args.steps, "seed": args.seed}
+    apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
+    if args.epochs is not None and args.steps is None:
+        cfg.train.steps = None  # --epochs asks for an epoch count, even where the preset counts steps
+    apply_overrides(cfg, args.set or [])
+    return cfg.validate()
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .train import NonFiniteError, pretrain
+    cfg = config_from_args(args)
+    try:
+        pretrain(cfg, args.out)
+    except NonFiniteError as e:
+        print(f"simlab pretrain: stopped: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_encoder_safetensors, slim_copy
+    if args.format == "checkpoint":
+        digest = slim_copy(args.checkpoint, args.out)
+        print(f"wrote {args.out} (sha256 {digest[:16]}...)")
+    else:
+        export_encoder_safetensors(args.checkpoint, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -24,6 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files, if not installed")
     p.set_defaults(func=_demo)
+
+    from .presets import PRESETS
+    p = sub.add_parser("pretrain", help="pretrain SiM; re-running the same command resumes")
+    p.add_argument("--preset", required=True, choices=list(PRESETS), help="starting configuration")
+    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints)")
+    p.add_argument("--dataset", help="override the preset's dataset")
+    p.add_argument("--data-root", help="folder of the dataset")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, help="train this many epochs")
+    length.add_argument("--steps", type=int, help="train this many optimizer steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set neg_weight=0.05 (repeatable)")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("export", help="write a checkpoint's weights for sharing or for other toolkits")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=("simlab", "checkpoint"), default="simlab",
+                   help="simlab: encoder weights as safetensors; checkpoint: the whole model "
+                        "without optimizer state, for sharing")
+    p.set_defaults(func=_export)
     return parser
 
 
@@ -31,6 +90,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetNotFound) as e:
+    except (ConfigError, DatasetNotFound, CheckpointError) as e:
         print(f"simlab {args.command}: error: {e}", file=sys.stderr)
         return 2

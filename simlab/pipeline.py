@@ -1,0 +1,123 @@
+"""Pretraining batches: which samples each step sees, and their two views and masks.
+
+Step ``s`` of a run belongs to epoch ``s // steps_per_epoch``; each epoch is a
+permutation keyed by ``(seed, epoch)``, cut into full batches (the remainder
+is dropped). A batch's views and masks are keyed per sample by
+``(seed, epoch, index)``. So a run can start at any step and see exactly what
+an uninterrupted run saw there, whatever the number of data workers
+(DESIGN.md "Randomness and determinism").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import Config
+from .data import ImageDataset, ShapesDataset, build_dataset
+from .masking import keyed_masks
+from .seeding import key_generator, sample_keys
+from .views import TwoViewTransform
+
+
+def build_pretrain_dataset(cfg: Config, split: str = "train") -> ImageDataset:
+    d = cfg.data
+    return build_dataset(d.dataset, split, d.data_root, image_size=d.image_size, size=d.train_size,
+                         seed=cfg.seed, download=d.download, distractors=d.distractors)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    key = sample_keys(seed, epoch, 0, stream=0x5EED)
+    return torch.randperm(n, generator=key_generator(key))
+
+
+class StepBatches(Sampler):
+    """Yields ``(step, epoch, indices)`` for steps ``start .. total - 1``."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0):
+        if batch_size > num_samples:
+            raise ValueError(f"batch_size={batch_size} exceeds the {num_samples} training samples")
+        self.n, self.bs, self.seed = num_samples, batch_size, seed
+        self.total, self.start = total_steps, start_step
+        self.steps_per_epoch = num_samples // batch_size
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        perm, perm_epoch = None, None
+        for step in range(self.start, self.total):
+            epoch, k = divmod(step, self.steps_per_epoch)
+            if epoch != perm_epoch:
+                perm, perm_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
+            yield step, epoch, perm[k * self.bs:(k + 1) * self.bs]
+
+
+def objective_inputs(cfg: Config) -> tuple:
+    """(augmentation, mask kind, masked count) of the configured objective.
+
+    SiM uses the configured augmentation and mask. MAE sees crop and flip only
+    (no photometric change) and a uniformly random mask of ``mae_mask_ratio``.
+    """
+    if cfg.train.objective == "mae":
+        aug = dataclasses.replace(cfg.aug, jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
+        return aug, "random", round(cfg.model.mae_mask_ratio * cfg.grid ** 2)
+    return cfg.aug, cfg.model.mask_kind, cfg.model.num_masked
+
+
+class TwoViewBatches(Dataset):
+    """Maps ``(step, epoch, indices)`` to a batch dict of two views, their geometry and view-1 masks."""
+
+    def __init__(self, dataset: ImageDataset, cfg: Config):
+        self.dataset, self.cfg = dataset, cfg
+        aug, self.mask_kind, self.num_masked = objective_inputs(cfg)
+        self.transform = TwoViewTransform(aug, cfg.data.image_size, dataset.mean, dataset.std, seed=cfg.seed)
+        self.grid = cfg.grid
+
+    def images(self, indices: torch.Tensor):
+        ds = self.dataset
+        if isinstance(ds, ShapesDataset) and ds._cache is None:
+            return ds.render(indices).images  # rendered on the fly, in this worker
+        try:
+            return ds.tensors()["images"][indices]
+        except NotImplementedError:  # images of different sizes: a list
+            return [ds[int(i)]["image"] for i in indices]
+
+    def __getitem__(self, item: tuple[int, int, torch.Tensor]) -> dict:
+        step, epoch, indices = item
+        views = self.transform(self.images(indices), indices, epoch)
+        mask = keyed_masks(self.cfg.seed, epoch, indices, self.grid, self.num_masked, self.mask_kind)
+        return {"view1": views.view1, "view2": views.view2, "geom1": views.geom1, "geom2": views.geom2,
+                "mask": mask, "index": indices, "step": step, "epoch": epoch}
+
+    def __len__(self) -> int:  # the sampler decides
+        return 0
+
+
+_RENDER_ONCE = 200_000  # shapes pools up to this size are rendered once (<= 600 MB at 32 px)
+
+
+def pretrain_loader(dataset: ImageDataset, cfg: Config, total_steps: int, start_step: int = 0,
+                    pin_memory: bool = False) -> DataLoader:
+    if isinstance(dataset, ShapesDataset) and len(dataset) <= _RENDER_ONCE:
+        dataset.tensors()  # render the pool once, before workers fork and share it
+    sampler = StepBatches(len(dataset), cfg.train.batch_size, cfg.seed, total_steps, start_step)
+    workers = cfg.data.num_workers
+    return DataLoader(TwoViewBatches(dataset, cfg), batch_size=None, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, persistent_workers=False,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device, non_blocking=True)
+        elif hasattr(v, "_fields"):  # ViewGeometry
+            out[k] = type(v)(*(t.to(device, non_blocking=True) for t in v))
+        else:
+            out[k] = v
+    return out

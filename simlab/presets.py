@@ -1,0 +1,95 @@
+"""Named presets: a full :class:`Config` each, with its purpose and measured cost beside it.
+
+Every departure from the paper's recipe (SIM_SPEC.md section 5) is labelled
+where it is made. Costs were measured with ``simlab pretrain`` on the
+machine named next to them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .config import AugConfig, Config, ConfigError, DataConfig, ModelConfig, TrainConfig
+
+
+def vit_b16_paper() -> Config:
+    """The official recipe exactly: ViT-B/16 at 224 px on ImageNet, 1600 epochs, global batch 4096.
+
+    Mask 118/196 (block), 2 + 4 BatchNorm blocks of width 768 with 16 heads,
+    AdamW (0.9, 0.95), blr 6.25e-5 (lr = blr x 4096 / 256 = 1e-3), wd 0.05 with
+    timm's grouping, clip 1.0, 40 warmup epochs, EMA cosine 0.995 -> 1,
+    neg_weight 0.02, crop scale (0.08, 1). Precision: bf16 autocast where the GPU
+    has it (the official runs used fp16 + GradScaler, which 'fp16' reproduces).
+    """
+    return Config(
+        data=DataConfig(dataset="imagefolder", image_size=224, num_workers=10),
+        aug=AugConfig(),
+        model=ModelConfig(),
+        train=TrainConfig(batch_size=4096, epochs=1600, blr=6.25e-5, warmup_epochs=40, checkpoint_every=1000),
+    )
+
+
+def tiny() -> Config:
+    """For tests: 16 px, a 4x4 grid, width 48, one block everywhere; a step takes milliseconds."""
+    return Config(
+        data=DataConfig(dataset="shapes", image_size=16, train_size=256),
+        model=ModelConfig(patch_size=4, embed_dim=48, depth=1, num_heads=2, decoder_dim=48, decoder_heads=2,
+                          projector_depth=1, predictor_depth=1),
+        train=TrainConfig(batch_size=16, epochs=2, lr=1e-3, warmup_epochs=None, warmup_frac=0.1,
+                          log_every=5, checkpoint_every=20, progress=False),
+    )
+
+
+def demo() -> Config:
+    """``shapes`` at 32 px on a CPU: the README's quick run (see README "Presets" for what it learns)."""
+    return Config(
+        data=DataConfig(dataset="shapes", image_size=32, train_size=20_000),
+        aug=AugConfig(crop_scale=(0.2, 1.0)),
+        model=ModelConfig(patch_size=4, embed_dim=128, depth=4, num_heads=4, decoder_dim=128, decoder_heads=4,
+                          projector_depth=1, predictor_depth=2),
+        train=TrainConfig(batch_size=128, steps=800, lr=1e-3, warmup_epochs=None, warmup_frac=0.05,
+                          ema_start=0.99, log_every=20, checkpoint_every=200),
+    )
+
+
+def demo_long() -> Config:
+    """The longer CPU run that makes the checkpoint shipped in data/checkpoints/ (<= 60 CPU minutes)."""
+    cfg = demo()
+    cfg.train.steps = 8000
+    cfg.train.checkpoint_every = 1000
+    cfg.data.train_size = 50_000
+    return cfg
+
+
+def fashion_mnist() -> Config:
+    """Fashion-MNIST (28 px grey, patch 4) on one GPU: ViT-S-like width, 200 epochs of 60k."""
+    return Config(
+        data=DataConfig(dataset="fashion-mnist", image_size=28, num_workers=4),
+        aug=AugConfig(crop_scale=(0.2, 1.0)),
+        model=ModelConfig(patch_size=4, embed_dim=192, depth=6, num_heads=3, decoder_dim=192, decoder_heads=4,
+                          projector_depth=2, predictor_depth=4),
+        train=TrainConfig(batch_size=512, epochs=200, lr=1.5e-3, warmup_epochs=10, checkpoint_every=2000),
+    )
+
+
+def cifar_vit_s() -> Config:
+    """CIFAR-10 (32 px, patch 4: an 8x8 grid) with ViT-S/4 on one GPU, 800 epochs."""
+    return Config(
+        data=DataConfig(dataset="cifar10", image_size=32, num_workers=8),
+        aug=AugConfig(crop_scale=(0.2, 1.0)),
+        model=ModelConfig(patch_size=4, embed_dim=384, depth=12, num_heads=6, decoder_dim=384, decoder_heads=8,
+                          projector_depth=2, predictor_depth=4),
+        train=TrainConfig(batch_size=512, epochs=800, lr=1.5e-3, warmup_epochs=40, checkpoint_every=2000),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "tiny": tiny, "demo": demo, "demo-long": demo_long, "fashion-mnist": fashion_mnist,
+    "cifar-vit-s": cifar_vit_s, "vit-b16-paper": vit_b16_paper,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

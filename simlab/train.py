@@ -1,0 +1,279 @@
+"""SiM pretraining: schedules, mixed precision, EMA, finite checks, metrics, checkpoints, resume.
+
+One training step (DESIGN.md "One training step"; MAE's ``engine_pretrain.py``):
+set the step's learning rate, forward (the model EMA-updates its target with
+the step's momentum before the target pass), backward, unscale and clip, one
+host read to check that the loss terms and the gradient norm are finite, then
+the optimizer step. Schedules are arrays computed once (DINO's
+``cosine_scheduler``). A run lives in a folder: ``config.json``,
+``metrics.jsonl``, ``checkpoints/``, and ``COMPLETE`` once finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import (FORMAT, SCHEMA, checkpoint_path, code_version, config_of, newest_valid,
+                         preprocess_of, prune_checkpoints, rng_state, save_atomic, set_rng_state)
+from .config import Config, ConfigError
+from .model import SiM
+from .pipeline import build_pretrain_dataset, move_batch, pretrain_loader
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term or the gradient norm stopped being finite; the step was not applied."""
+
+
+# ---------------------------------------------------------------------------- schedules
+@dataclass
+class Schedule:
+    """Per-step learning rate and target momentum for ``total`` steps."""
+
+    lr: np.ndarray
+    momentum: np.ndarray
+
+    @classmethod
+    def build(cls, cfg: Config, steps_per_epoch: int, total: int) -> "Schedule":
+        t = cfg.train
+        s = np.arange(total, dtype=np.float64)
+        if t.warmup_epochs is not None:
+            warmup = t.warmup_epochs * steps_per_epoch
+        else:
+            warmup = t.warmup_frac * total
+        warmup = min(warmup, total - 1)
+        peak = t.peak_lr()
+        # MAE's per-iteration rule: linear warmup, then half a cosine down to min_lr
+        progress = np.clip((s - warmup) / max(total - warmup, 1), 0, 1)
+        cosine = t.min_lr + (peak - t.min_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+        lr = np.where(s < warmup, peak * s / max(warmup, 1e-12), cosine)
+        # SiM's EMA: cosine from ema_start to ema_end over training
+        momentum = t.ema_end - (t.ema_end - t.ema_start) * 0.5 * (1 + np.cos(np.pi * s / total))
+        return cls(lr, momentum)
+
+
+def run_length(cfg: Config, num_samples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps)."""
+    spe = num_samples // cfg.train.batch_size
+    if spe < 1:
+        raise ConfigError(f"batch_size: {cfg.train.batch_size} exceeds the {num_samples} training samples")
+    total = cfg.train.steps if cfg.train.steps is not None else max(1, int(round(cfg.train.epochs * spe)))
+    return spe, total
+
+
+def build_model(cfg: Config, in_chans: int = 3) -> torch.nn.Module:
+    """The model of the configured objective; each returns ``(loss, outputs)`` from ``forward(batch, momentum)``."""
+    if cfg.train.objective == "mae":
+        from .baselines import MAE
+        return MAE(cfg, in_chans)
+    return SiM(cfg, in_chans)
+
+
+# ---------------------------------------------------------------------------- devices and precision
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name} asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """None means fp32. 'auto': bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """timm's ``param_groups_weight_decay`` rule: no decay on biases and 1-D parameters.
+
+    cls and mask tokens are 3-D, so they *are* decayed, as in SiM (SIM_SPEC.md pitfall 15).
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+# ---------------------------------------------------------------------------- monitors
+@torch.no_grad()
+def effective_rank(x: torch.Tensor) -> float:
+    """exp(entropy) of the normalised eigenvalues of the covariance of rows of x (N, D)."""
+    x = x.float().reshape(-1, x.shape[-1])
+    x = x - x.mean(0)
+    eig = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).clamp(min=0)
+    p = eig / eig.sum().clamp(min=1e-12)
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+
+
+@torch.no_grad()
+def collapse_monitors(outputs: dict) -> dict:
+    """Dense-collapse signals: per-dimension std of the normalised targets, effective ranks."""
+    target = outputs["target"].float().reshape(-1, outputs["target"].shape[-1])
+    return {"target_std": float(target.std(0).mean()),
+            "pred_rank": effective_rank(outputs["pred"]),
+            "target_rank": effective_rank(target)}
+
+
+# ---------------------------------------------------------------------------- the run
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when installed), cut back to a step on resume."""
+
+    def __init__(self, run_dir: Path, resume_step: Optional[int]):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            pass
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
+    old = config_of(ckpt).defining_dict()
+    new = cfg.defining_dict()
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    if diff:
+        lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}\n"
+                          f"use another --out folder, or the same settings")
+
+
+def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
+    """Train SiM into ``run_dir`` (resuming from its newest valid checkpoint); returns the last checkpoint."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "COMPLETE").exists():
+        log(f"{run_dir} is complete; nothing to do")
+        found = newest_valid(run_dir, log)
+        return found[0] if found else run_dir
+    t = cfg.train
+    device = resolve_device(t.device)
+    dataset = build_pretrain_dataset(cfg)
+    spe, total = run_length(cfg, len(dataset))
+    schedule = Schedule.build(cfg, spe, total)
+
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    model = build_model(cfg, dataset.in_chans).to(device)
+    amp = autocast_dtype(t.precision, device)
+    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.peak_lr(), betas=(t.beta1, t.beta2),
+                                  **({"fused": True} if device.type == "cuda" else {}))
+    scaler = torch.amp.GradScaler(device.type, growth_interval=2000) if amp == torch.float16 else None
+
+    start = 0
+    found = newest_valid(run_dir, log)
+    if found is not None:
+        path, ckpt = found
+        _check_resume(cfg, ckpt, path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start = int(ckpt["step"])
+        log(f"resuming {run_dir} from step {start} ({path.name})")
+    else:
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    metrics = MetricsLog(run_dir, start if found is not None else None)
+    step_fn = torch.compile(model) if t.compile else model
+
+    def save(step: int) -> Path:
+        ckpt = {"format": FORMAT, "schema": SCHEMA, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "epoch": step / spe,
+                "rng": rng_state(), "config": cfg.to_json(), "code_version": code_version(),
+                "preprocess": preprocess_of(cfg, dataset.in_chans, dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
+                                            dataset.std if cfg.aug.std is None else cfg.aug.std)}
+        path = checkpoint_path(run_dir, step)
+        path.parent.mkdir(exist_ok=True)
+        save_atomic(ckpt, path)
+        prune_checkpoints(run_dir, t.keep_checkpoints)
+        return path
+
+    loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda")
+    bar = None
+    if t.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True)
+    model.train()
+    last_path, window_start, window_images = None, time.perf_counter(), 0
+    for batch in loader:
+        step = batch["step"]
+        batch = move_batch(batch, device)
+        for group in optimizer.param_groups:
+            group["lr"] = float(schedule.lr[step])
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, out = step_fn(batch, momentum=float(schedule.momentum[step]))
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad else float("inf"))
+        values = torch.stack([loss.detach().float(), out["pos"], out["neg"], grad_norm.float()]).tolist()
+        if not all(math.isfinite(v) for v in values[:3]) or (scaler is None and not math.isfinite(values[3])):
+            names = [n for n, v in zip(("loss", "pos", "neg", "grad_norm"), values) if not math.isfinite(v)]
+            optimizer.zero_grad(set_to_none=True)
+            metrics.close()
+            raise NonFiniteError(f"step {step}: non-finite {', '.join(names)} "
+                                 f"(loss={values[0]}, pos={values[1]}, neg={values[2]}, grad_norm={values[3]}); "
+                                 f"the optimizer step was not applied")
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        window_images += batch["view1"].shape[0]
+        if done % t.log_every == 0 or done == total:
+            now = time.perf_counter()
+            ips = window_images / max(now - window_start, 1e-9)
+            record = {"step": done, "epoch": done / spe, "loss": values[0], "pos": values[1], "neg": values[2],
+                      "lr": float(schedule.lr[step]), "momentum": float(schedule.momentum[step]),
+                      "grad_norm": values[3], "images_per_s": ips, **collapse_monitors(out)}
+            metrics.write(record)
+            window_start, window_images = time.perf_counter(), 0
+            if bar is not None:
+                bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}")
+        if bar is not None:
+            bar.update(1)
+        if done % t.checkpoint_every == 0 or done == total:
+            last_path = save(done)
+    if bar is not None:
+        bar.close()
+    metrics.close()
+    if last_path is None:  # nothing left to train: the newest checkpoint is the final one
+        last_path = newest_valid(run_dir, log)[0]
+    (run_dir / "COMPLETE").write_text(f"{last_path.name}\n")
+    log(f"finished: {last_path}")
+    return last_path

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import simlab
+from simlab import model as model_module
+from simlab.checkpoint import list_checkpoints, load_checkpoint
+from simlab.cli import main
+from simlab.config import ConfigError, apply_overrides
+from simlab.presets import preset
+from simlab.train import NonFiniteError, Schedule, pretrain
+
+
+def read_metrics(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_schedules():
+    cfg = apply_overrides(preset("tiny"), ["warmup_frac=0.1", "lr=0.01", "min_lr=0.001", "ema_start=0.99"])
+    s = Schedule.build(cfg, steps_per_epoch=10, total=100)
+    assert s.lr[0] == 0 and abs(s.lr[10] - 0.01) < 1e-12 and np.all(np.diff(s.lr[:10]) > 0)
+    assert np.all(np.diff(s.lr[10:]) < 0) and abs(s.lr[-1] - 0.001) < 1e-4
+    assert abs(s.momentum[0] - 0.99) < 1e-12 and s.momentum[-1] > 0.9999 and np.all(np.diff(s.momentum) > 0)
+    paper = preset("vit-b16-paper")
+    p = Schedule.build(paper, steps_per_epoch=312, total=312 * 1600)
+    assert np.argmax(p.lr) == 40 * 312  # 40 warmup epochs
+
+
+def test_thirty_tiny_steps_lower_the_loss(tmp_path):
+    cfg = apply_overrides(preset("tiny"), ["steps=30", "log_every=1"])
+    pretrain(cfg, tmp_path / "run", log=lambda s: None)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    rec = read_metrics(tmp_path / "run")[-1]
+    for key in ("loss", "pos", "neg", "lr", "momentum", "grad_norm", "images_per_s", "target_std", "pred_rank"):
+        assert np.isfinite(rec[key]), key
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = apply_overrides(preset("tiny"), ["steps=20", "checkpoint_every=10", "keep_checkpoints=5"])
+    pretrain(cfg, tmp_path / "whole", log=lambda s: None)
+    half = apply_overrides(preset("tiny"), ["steps=20", "checkpoint_every=10", "keep_checkpoints=5"])
+    # stop after 10 steps by training a 20-step run's first 10 steps, then resuming
+    pretrain(apply_overrides(preset("tiny"), ["steps=20", "checkpoint_every=10", "keep_checkpoints=5"]),
+             tmp_path / "split", log=lambda s: None)
+    (tmp_path / "split" / "COMPLETE").unlink()
+    newest = list_checkpoints(tmp_path / "split")[0]
+    newest.unlink()  # as if killed after the step-10 checkpoint
+    newest.with_name(newest.name + ".sha256").unlink()
+    messages = []
+    pretrain(half, tmp_path / "split", log=messages.append)
+    assert any("resuming" in m and "step 10" in m for m in messages)
+    a = load_checkpoint(list_checkpoints(tmp_path / "whole")[0])
+    b = load_checkpoint(list_checkpoints(tmp_path / "split")[0])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    steps = [r["step"] for r in read_metrics(tmp_path / "split")]
+    assert steps == sorted(set(steps)), "no step is logged twice"
+    la, lb = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def test_resume_refuses_a_differently_defined_run(tmp_path):
+    pretrain(apply_overrides(preset("tiny"), ["steps=10"]), tmp_path / "r", log=lambda s: None)
+    (tmp_path / "r" / "COMPLETE").unlink()
+    with pytest.raises(ConfigError, match="neg_weight"):
+        pretrain(apply_overrides(preset("tiny"), ["steps=10", "neg_weight=0.5"]), tmp_path / "r", log=lambda s: None)
+    # execution-only fields may change
+    pretrain(apply_overrides(preset("tiny"), ["steps=10", "log_every=2"]), tmp_path / "r", log=lambda s: None)
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = model_module.sim_loss
+
+    def poisoned(pred, target, neg_weight, correlation=None):
+        loss, stats = real(pred, target, neg_weight, correlation)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            stats = {**stats, "neg": stats["neg"] * float("nan")}
+            loss = loss * float("nan")
+        return loss, stats
+
+    monkeypatch.setattr(model_module, "sim_loss", poisoned)
+    cfg = apply_overrides(preset("tiny"), ["steps=10", "checkpoint_every=2"])
+    with pytest.raises(NonFiniteError, match=r"step 3: non-finite loss, neg"):
+        pretrain(cfg, tmp_path / "r", log=lambda s: None)
+    ckpt = load_checkpoint(list_checkpoints(tmp_path / "r")[0])
+    assert ckpt["step"] == 2 and not (tmp_path / "r" / "COMPLETE").exists()
+
+
+def test_cli_pretrain_resume_and_load_encoder(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--out", str(run), "--steps", "6", "--set", "checkpoint_every=3"]
+    assert main(args) == 0
+    assert (run / "COMPLETE").exists() and (run / "config.json").exists()
+    assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    ckpt_path = list_checkpoints(run)[0]
+    raw = torch.load(ckpt_path, weights_only=True)
+    assert raw["step"] == 6 and raw["format"] == "simlab-checkpoint"
+    enc = simlab.load_encoder(ckpt_path)
+    assert not enc.training and enc.preprocess["input_size"] == 16 and enc.preprocess["in_chans"] == 3
+    out = enc.forward_features(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 1 + 16, 48)
+    state = {k[len("encoder."):]: v for k, v in raw["model"].items() if k.startswith("encoder.")}
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_cli_rejects_bad_settings_naming_the_field(tmp_path, capsys):
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path), "--set", "patch_size=5"]) == 2
+    assert "patch_size" in capsys.readouterr().err
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path), "--set", "lr=-1"]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path), "--set", "num_masked=16"]) == 2
+    assert "num_masked" in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_export_slim_checkpoint_and_safetensors(tmp_path):
+    from safetensors.torch import load_file
+    run = tmp_path / "run"
+    assert main(["pretrain", "--preset", "tiny", "--out", str(run), "--steps", "3"]) == 0
+    ckpt = list_checkpoints(run)[0]
+    slim = tmp_path / "slim.pt"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(slim), "--format", "checkpoint"]) == 0
+    assert slim.stat().st_size < 0.7 * ckpt.stat().st_size  # no optimizer state
+    a, b = simlab.load_encoder(ckpt), simlab.load_encoder(slim)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(a.forward_features(x), b.forward_features(x))
+    st = tmp_path / "enc.safetensors"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(st)]) == 0
+    weights = load_file(str(st))
+    for k, v in a.state_dict().items():
+        assert torch.equal(weights[k], v), k
