@@ -9,6 +9,10 @@ hardware and thread count it was measured with.
   224 px (from a synthetic 500x375 JPEG; decoding is timed separately), and
   ``shapes`` generation in images per second per core.
 - ``dataset``: raw-pixel k-NN and logistic-regression accuracy on ``shapes``.
+- ``train``: training-step images/s, FLOP per image and utilisation of the matmul
+  peak for presets (FlopCounterMode counts matmuls, convolutions and attention
+  through scaled_dot_product_attention; it misses elementwise ops, norms and
+  the optimizer, so utilisation is of *useful* matmul FLOPs).
 """
 
 from __future__ import annotations
@@ -140,15 +144,102 @@ def bench_dataset(quick: bool = False) -> dict:
             "raw_logreg_acc_mean": float(np.mean(logreg)), "raw_logreg_acc_std": float(np.std(logreg))}
 
 
-BENCHMARKS = {"views": bench_views, "dataset": bench_dataset}
+def matmul_peak(dtype=torch.float32, n: int = 2048, device="cpu") -> float:
+    """FLOP/s of an n^3 matmul: the median of 5 timed runs after one untimed (DESIGN.md "Measuring")."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+
+    def run():
+        a @ b
+        sync()
+    return 2 * n ** 3 / timed(run, repeats=5)
 
 
-def _table(name: str, res: dict) -> str:
+def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> dict:
+    """A fixed training batch of the right shapes (random views, real keyed geometry and masks)."""
+    from .masking import keyed_masks
+    from .views import GEOM_DRAWS, sample_geometry
+    from .seeding import keyed_uniform, sample_keys
+    g = torch.Generator().manual_seed(0)
+    S = cfg.data.image_size
+    idx = torch.arange(batch_size)
+    geoms = [sample_geometry(keyed_uniform(sample_keys(0, 0, idx, v), GEOM_DRAWS), S, S) for v in (1, 2)]
+    batch = {"view1": torch.randn(batch_size, in_chans, S, S, generator=g),
+             "view2": torch.randn(batch_size, in_chans, S, S, generator=g),
+             "geom1": geoms[0], "geom2": geoms[1],
+             "mask": keyed_masks(0, 0, idx, cfg.grid, cfg.model.num_masked, cfg.model.mask_kind)}
+    from .pipeline import move_batch
+    return move_batch(batch, torch.device(device))
+
+
+def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> dict:
+    """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch,
+    FLOP per image of forward + backward (FlopCounterMode), and utilisation against the matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from .model import SiM
+    from .train import autocast_dtype, param_groups
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = SiM(cfg).to(dev).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95),
+                            **({"fused": True} if dev.type == "cuda" else {}))
+    amp = autocast_dtype(cfg.train.precision, dev)
+    batch = synthetic_batch(cfg, batch_size, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def step():
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, _ = model(batch, momentum=0.996)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, _ = model(batch, momentum=0.996)
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flop_per_image = counter.get_total_flops() / batch_size
+    t = timed(step, repeats=repeats, warmup=2)
+    peak = matmul_peak(amp or torch.float32, device=dev)
+    ips = batch_size / t
+    return {"batch_size": batch_size, "step_s": t, "images_per_s": ips, "flop_per_image": flop_per_image,
+            "matmul_peak_flops": peak, "utilisation": ips * flop_per_image / peak,
+            "precision": str(amp or torch.float32).replace("torch.", "")}
+
+
+def bench_train(quick: bool = False, presets=None, batch_size=None, device=None) -> dict:
+    """Training-step speed of presets on this machine (small batches for the big ones on a CPU)."""
+    from .presets import preset
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu_batches = {"tiny": 64, "demo": 128, "vit-b16-paper": 8}
+    names = presets or (["tiny", "demo"] if quick else list(cpu_batches))
+    out = {"hardware": hardware(), "device": device, "presets": {}}
+    for name in names:
+        cfg = preset(name)
+        bs = batch_size or (cpu_batches.get(name, 64) if device == "cpu" else cfg.train.batch_size)
+        out["presets"][name] = train_step_stats(cfg, min(bs, 16) if quick else bs, device,
+                                                repeats=2 if quick else 3)
+    return out
+
+
+BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train}
+
+
+def _table(name: str, res: dict, indent: str = "  ") -> str:
     lines = [f"{name} on {res['hardware']['cpu']} ({res['hardware']['threads']} thread(s), "
-             f"torch {res['hardware']['torch']})"]
+             f"torch {res['hardware']['torch']})"] if "hardware" in res else []
     for k, v in res.items():
-        if k != "hardware":
-            lines.append(f"  {k:<34} {v:>12.4g}" if isinstance(v, float) else f"  {k:<34} {v}")
+        if k == "hardware":
+            continue
+        if isinstance(v, dict):
+            lines.append(f"{indent}{k}:")
+            lines.append(_table(k, v, indent + "  "))
+        else:
+            lines.append(f"{indent}{k:<34} {v:>12.4g}" if isinstance(v, float) else f"{indent}{k:<34} {v}")
     return "\n".join(lines)
 
 
@@ -158,8 +249,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--save", action="store_true", help="also write bench/NAME.json")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
+    parser.add_argument("--preset", action="append", help="train: preset(s) to measure (default: all)")
+    parser.add_argument("--batch-size", type=int, help="train: batch size (default: per preset)")
+    parser.add_argument("--device", help="train: cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
-    res = BENCHMARKS[args.name](quick=args.quick)
+    kwargs = {}
+    if args.name == "train":
+        kwargs = {"presets": args.preset, "batch_size": args.batch_size, "device": args.device}
+    res = BENCHMARKS[args.name](quick=args.quick, **kwargs)
     res["benchmark"] = args.name
     print(_table(args.name, res))
     if args.save:

@@ -129,3 +129,22 @@ def plot_samples(images: torch.Tensor, masks: Optional[torch.Tensor] = None, lab
                                         interpolation="nearest")
     fig.tight_layout()
     return fig
+
+
+def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_rank", "pred_rank", "images_per_s")):
+    """Curves of a run's metrics.jsonl records against the step; returns the figure."""
+    plt = _pyplot()
+    keys = [k for k in keys if any(k in r for r in records)]
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    steps = [r["step"] for r in records]
+    for ax, key in zip(axes.ravel(), keys):
+        ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.5)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,220 @@
+"""Frozen-feature probes: feature extraction, weighted k-NN, linear and dense probes.
+
+Every objective is probed through the same head (README "Probes"): tokens of
+the frozen encoder in eval mode, mean-pooled over patches (or the cls token),
+then a LayerNorm without affine, then the probe. SiM's encoder has no final
+norm and MAE's has one; the shared normalisation keeps them comparable.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Images = Union[torch.Tensor, Iterable]
+
+
+def prepare(images: torch.Tensor, preprocess: dict) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] (B, C, H, W) -> the encoder's normalised input."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    c = preprocess["in_chans"]
+    if x.shape[1] != c:
+        if x.shape[1] == 1 and c == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and c == 1:
+            x = x.mean(1, keepdim=True)
+        else:
+            raise ValueError(f"images have {x.shape[1]} channels, the encoder takes {c}")
+    size = preprocess["input_size"]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _batches(images_or_loader: Images, batch_size: int):
+    if isinstance(images_or_loader, torch.Tensor):
+        for s in range(0, len(images_or_loader), batch_size):
+            yield images_or_loader[s:s + batch_size], None
+    else:
+        for item in images_or_loader:
+            if isinstance(item, (tuple, list)):
+                yield item[0], item[1]
+            elif isinstance(item, dict):
+                yield item["image"] if "image" in item else item["images"], item.get("label", item.get("labels"))
+            else:
+                yield item, None
+
+
+@torch.no_grad()
+def extract_tokens(encoder, images_or_loader: Images, batch_size: int = 256, device=None,
+                   return_labels: bool = False):
+    """All patch tokens (B, N, D) float32 on CPU (and the labels when asked); cls dropped."""
+    return _extract(encoder, images_or_loader, "tokens", batch_size, device, return_labels)
+
+
+@torch.no_grad()
+def extract_features(encoder, images_or_loader: Images, pool: str = "mean", return_labels: bool = False,
+                     batch_size: int = 256, device=None):
+    """Pooled features (B, D) float32 on CPU, per the public contract.
+
+    images: uint8 (B, C, H, W) in [0, 255] or float in [0, 1], not normalised;
+    converted to the encoder's channels, resized to its input size (bilinear,
+    antialiased) and normalised with its mean and std. ``pool``: "mean" over
+    patch tokens, or "cls".
+    """
+    if pool not in ("mean", "cls"):
+        raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+    return _extract(encoder, images_or_loader, pool, batch_size, device, return_labels)
+
+
+def _extract(encoder, images_or_loader, mode, batch_size, device, return_labels):
+    was_training = encoder.training
+    encoder.eval()
+    device = device or next(encoder.parameters()).device
+    feats, labels = [], []
+    for x, y in _batches(images_or_loader, batch_size):
+        tokens = encoder.forward_features(prepare(x, encoder.preprocess).to(device)).float()  # (B, 1 + N, D)
+        if mode == "mean":
+            out = tokens[:, 1:].mean(1)
+        elif mode == "cls":
+            out = tokens[:, 0]
+        else:
+            out = tokens[:, 1:]
+        feats.append(out.cpu())
+        if y is not None:
+            labels.append(torch.as_tensor(y))
+    encoder.train(was_training)
+    feats = torch.cat(feats)
+    if return_labels:
+        return feats, (torch.cat(labels) if labels else None)
+    return feats
+
+
+def normalise(features: torch.Tensor) -> torch.Tensor:
+    """The shared probe head's LayerNorm without affine, over the last dim."""
+    return F.layer_norm(features.float(), features.shape[-1:])
+
+
+@torch.no_grad()
+def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+    """DINO's weighted k-NN: cosine similarity in fp32, votes exp(sim / T) (row max subtracted); top-1 in [0, 1].
+
+    Test rows are processed in chunks, so only (chunk x N_train) similarities exist at once.
+    """
+    train = F.normalize(train_feats.float(), dim=1)
+    test = F.normalize(test_feats.float(), dim=1)
+    train_labels = train_labels.long().to(train.device)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, len(train))
+    correct = 0
+    for s in range(0, len(test), chunk):
+        sim = test[s:s + chunk].to(train.device) @ train.T  # (c, N)
+        top, idx = sim.topk(k, dim=1)
+        weights = torch.exp((top - top[:, :1]) / temperature)  # row max subtracted: no overflow
+        votes = torch.zeros(len(top), classes, device=train.device)
+        votes.scatter_add_(1, train_labels[idx], weights)
+        correct += int((votes.argmax(1).cpu() == test_labels[s:s + chunk].long()).sum())
+    return correct / len(test)
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 cs=(0.01, 0.1, 1.0, 10.0), seed: int = 0, max_iter: int = 500) -> dict:
+    """Multinomial logistic regression on standardised features, C chosen on a held-out fifth of train.
+
+    Returns ``{"acc", "C"}``; the final model is refit on all of train with the chosen C.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    xtr, ytr = train_x.numpy(), train_y.numpy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(xtr))
+    cut = len(xtr) // 5
+    val, fit = order[:cut], order[cut:]
+    best = (-1.0, cs[0])
+    for c in cs:
+        scaler = StandardScaler().fit(xtr[fit])
+        clf = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(xtr[fit]), ytr[fit])
+        acc = clf.score(scaler.transform(xtr[val]), ytr[val])
+        best = max(best, (acc, c))
+    scaler = StandardScaler().fit(xtr)
+    clf = LogisticRegression(C=best[1], max_iter=max_iter).fit(scaler.transform(xtr), ytr)
+    return {"acc": float(clf.score(scaler.transform(test_x.numpy()), test_y.numpy())), "C": best[1]}
+
+
+def patch_labels(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """Majority mask label of each patch: masks (B, H, W) -> (B, grid*grid) int64."""
+    B, H, W = masks.shape
+    ph, pw = H // grid, W // grid
+    m = masks[:, :grid * ph, :grid * pw].long().reshape(B, grid, ph, grid, pw).permute(0, 1, 3, 2, 4)
+    m = m.reshape(B, grid * grid, ph * pw)
+    counts = F.one_hot(m, int(masks.max()) + 1).sum(2)  # (B, N, K)
+    return counts.argmax(-1)  # ties go to the lower label (background)
+
+
+def iou_scores(pred: np.ndarray, true: np.ndarray, classes: Iterable[int]) -> dict:
+    """Per-class IoU over the given classes (those absent from both sides are skipped)."""
+    out = {}
+    for c in classes:
+        inter = np.sum((pred == c) & (true == c))
+        union = np.sum((pred == c) | (true == c))
+        if union > 0:
+            out[int(c)] = inter / union
+    return out
+
+
+def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tokens: torch.Tensor,
+                test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 300) -> dict:
+    """Per-patch linear classifiers on frozen patch tokens (B, N, D) for per-patch labels (B, N).
+
+    Reports the class-agnostic foreground/background mIoU (a binary classifier,
+    where spatial sensitivity shows), its foreground IoU, and the class-aware
+    mIoU (a classifier over background + classes).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    D = train_tokens.shape[-1]
+    xtr = train_tokens.reshape(-1, D).numpy()
+    xte = test_tokens.reshape(-1, D).numpy()
+    ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
+    scaler = StandardScaler().fit(xtr)
+    xtr, xte = scaler.transform(xtr), scaler.transform(xte)
+    fg = LogisticRegression(C=C, max_iter=max_iter).fit(xtr, ytr > 0).predict(xte)
+    binary = iou_scores(fg.astype(int), (yte > 0).astype(int), (0, 1))
+    classes = LogisticRegression(C=C, max_iter=max_iter).fit(xtr, ytr).predict(xte)
+    per_class = iou_scores(classes, yte, np.unique(np.concatenate([ytr, yte])))
+    return {"fg_bg_miou": float(np.mean(list(binary.values()))), "fg_iou": float(binary.get(1, 0.0)),
+            "class_miou": float(np.mean(list(per_class.values())))}
+
+
+def raw_pixel_tokens(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """Raw-pixel baseline for the dense probe: (B, C, H, W) -> per-patch pixels (B, N, C*p*p) in [0, 1]."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    B, C, H, W = x.shape
+    g = H // patch
+    x = x[:, :, :g * patch, :g * patch].reshape(B, C, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, g * g, C * patch * patch)
+
+
+def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int = 1000,
+                  pool: str = "mean", seed: int = 0) -> dict:
+    """k-NN, linear and (where masks exist) dense probes of one frozen encoder.
+
+    train/test: ``images`` (uint8), ``labels`` and optionally ``masks`` tensors.
+    The dense probe trains on the first ``dense_train`` train images.
+    """
+    ftr = normalise(extract_features(encoder, train["images"], pool))
+    fte = normalise(extract_features(encoder, test["images"], pool))
+    out = {"knn": knn_accuracy(ftr, train["labels"], fte, test["labels"]),
+           "linear": linear_probe(ftr, train["labels"], fte, test["labels"], seed=seed)["acc"]}
+    if "masks" in train and "masks" in test:
+        ttr = normalise(extract_tokens(encoder, train["images"][:dense_train]))
+        tte = normalise(extract_tokens(encoder, test["images"]))
+        out.update(dense_probe(ttr, patch_labels(train["masks"][:dense_train], grid),
+                               tte, patch_labels(test["masks"], grid)))
+    return out
