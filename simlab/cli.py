@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .checkpoint import CheckpointError
@@ -13,7 +14,7 @@ from .data import DatasetNotFound
 
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
-    demo.run(args.out, data_root=args.data_root)
+    demo.run(args.out, data_root=args.data_root, pretrain_steps=args.steps)
     return 0
 
 
@@ -53,13 +54,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    import json
+
+    from .probes import probe_checkpoint
+    res = probe_checkpoint(args.checkpoint, args.train_size, args.test_size, args.data_root, args.random_init)
+    text = json.dumps(res, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simlab", description="Siamese Image Modeling workbench")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="the main job on the embedded dataset: figures of SiM's two views")
+    p = sub.add_parser("demo", help="the main job on the embedded dataset: view figures and a short SiM pretraining")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files, if not installed")
+    p.add_argument("--steps", type=int, default=None,
+                   help="pretraining steps (default: the demo preset's; 0 draws the figures only)")
     p.set_defaults(func=_demo)
 
     from .presets import PRESETS
@@ -83,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simlab: encoder weights as safetensors; checkpoint: the whole model "
                         "without optimizer state, for sharing")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("probe", help="k-NN, linear and dense probes of a checkpoint's frozen encoder")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--train-size", type=int, default=10_000, help="labelled train images (default 10000)")
+    p.add_argument("--test-size", type=int, default=2_000, help="test images (default 2000)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--random-init", type=int, metavar="SEED",
+                   help="probe a freshly initialised encoder of the checkpoint's architecture instead")
+    p.set_defaults(func=_probe)
     return parser
 
 

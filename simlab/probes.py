@@ -218,3 +218,44 @@ def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int 
         out.update(dense_probe(ttr, patch_labels(train["masks"][:dense_train], grid),
                                tte, patch_labels(test["masks"], grid)))
     return out
+
+
+def random_init_like(encoder, seed: int):
+    """A freshly initialised encoder of the same architecture and preprocessing (the random-init baseline)."""
+    from .vit import Encoder
+    cfg, pre, m = encoder.config, encoder.preprocess, encoder.config.model
+    torch.manual_seed(seed)
+    fresh = Encoder(pre["input_size"], m.patch_size, pre["in_chans"], m.embed_dim, m.depth, m.num_heads,
+                    m.mlp_ratio, final_norm=cfg.train.objective == "mae")
+    fresh.preprocess, fresh.config = dict(pre), cfg
+    return fresh.eval()
+
+
+def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
+                     random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0) -> dict:
+    """Probe a checkpoint's encoder (or, with ``random_init=SEED``, a fresh one of its architecture)
+    on the first ``train_size`` / ``test_size`` images of its pretraining dataset's train and test
+    splits; returns every number with the settings and the checkpoint's sha256."""
+    import time
+
+    from .checkpoint import load_encoder, sha256_of
+    from .data import build_dataset
+
+    start = time.perf_counter()
+    encoder = load_encoder(path)
+    if random_init is not None:
+        encoder = random_init_like(encoder, random_init)
+    cfg = encoder.config
+    size = encoder.preprocess["input_size"]
+    splits = {}
+    for split, n in (("train", train_size), ("test", test_size)):
+        ds = build_dataset(cfg.data.dataset, split, data_root or cfg.data.data_root, image_size=size,
+                           size=n if cfg.data.dataset == "shapes" else None, seed=data_seed)
+        t = ds.tensors()
+        splits[split] = {k: v[:n] for k, v in t.items() if k in ("images", "labels", "masks")}
+    res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, seed=seed)
+    return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
+            else "pretrained", "random_init_seed": random_init, "dataset": cfg.data.dataset,
+            "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
+            "data_seed": data_seed, "probe_seed": seed, **{k: float(v) for k, v in res.items()},
+            "seconds": time.perf_counter() - start}
