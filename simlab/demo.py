@@ -1,9 +1,10 @@
-"""The README's main job on the embedded default: view pairs and samples as figures.
+"""The README's main job on the embedded default: view figures, then a short SiM pretraining.
 
-Writes PNGs under the output folder: a grid of ``shapes`` samples with their
-masks, SiM view pairs (source with both boxes, masked view 1 with the view-2
-patch centres, view 2) for a few ``shapes`` images, and one Fashion-MNIST pair
-when that dataset is installed.
+Writes under the output folder: PNGs of ``shapes`` samples with their masks,
+SiM view pairs (source with both boxes, masked view 1 with the view-2 patch
+centres, view 2) for a few ``shapes`` images and one Fashion-MNIST pair when
+that dataset is installed; then ``pretrain/``, a ``demo``-preset SiM run
+(resumed if interrupted, skipped if complete), and ``pretrain_metrics.png``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,31 @@ def view_pair_figures(out_dir: Path, dataset: str = "shapes", indices=(0, 1, 2, 
     return paths
 
 
-def run(out: str | Path = "runs/demo", data_root=None) -> list[Path]:
+def pretrain_demo(out: Path, steps: int | None = None) -> list[Path]:
+    """The ``demo`` preset into ``out/pretrain`` and a plot of its metrics; returns the paths written."""
+    import json
+
+    from .checkpoint import load_encoder
+    from .presets import preset
+    from .train import pretrain
+
+    cfg = preset("demo")
+    if steps is not None:
+        cfg.train.steps = steps
+    run_dir = out / "pretrain"
+    last = pretrain(cfg, run_dir)
+    encoder = load_encoder(last)  # the checkpoint must load as users will load it
+    print(f"encoder: {sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M parameters, "
+          f"preprocessing {encoder.preprocess}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    plt = viz._pyplot()
+    fig = viz.plot_metrics(records)
+    fig.savefig(out / "pretrain_metrics.png", dpi=110)
+    plt.close(fig)
+    return [last, out / "pretrain_metrics.png"]
+
+
+def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | None = None) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -57,6 +82,8 @@ def run(out: str | Path = "runs/demo", data_root=None) -> list[Path]:
         paths += view_pair_figures(out, "fashion-mnist", indices=(0,), image_size=28, data_root=data_root)
     except DatasetNotFound as e:
         print(f"skipping the Fashion-MNIST figure: {e}")
+    if pretrain_steps != 0:
+        paths += pretrain_demo(out, pretrain_steps)
     for p in paths:
         print(f"wrote {p}")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")

@@ -93,7 +93,8 @@ def test_absolute_queries_ignore_the_geometry_and_scale_switch_zeroes_scales():
 
 ABLATIONS = [[], ["query_pos=absolute"], ["scale_terms=false"], ["projector_depth=0"], ["predictor_depth=2"],
              ["decoder_dim=32", "decoder_heads=4"], ["neg_weight=0.5"], ["mask_kind=random"], ["num_masked=4"],
-             ["train_patch_embed=true"], ["f_momentum=0.99"], ["decoder_norm=ln"]]
+             ["train_patch_embed=true"], ["f_momentum=0.99"], ["decoder_norm=ln"],
+             ["target_centering=true"]]
 
 
 @pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "default")
@@ -112,6 +113,21 @@ def test_each_ablation_builds_and_trains_a_step(overrides):
         assert not torch.equal(model.running_correlation, torch.eye(cfg.model.decoder_dim))
     if "decoder_norm=ln" in overrides:
         assert not any(isinstance(m, TokenBatchNorm) for m in model.modules())
+
+
+def test_target_centering_removes_each_images_mean_token():
+    cfg = apply_overrides(preset("tiny"), ["target_centering=true"]).validate()
+    model = SiM(cfg)
+    view2 = make_batch(cfg)["view2"]
+    with torch.no_grad():
+        raw = model.target_projector(model.target_encoder.forward_features(view2))[:, 1:].float()
+    centred = raw - raw.mean(dim=1, keepdim=True)
+    expected = torch.nn.functional.layer_norm(centred, centred.shape[-1:])
+    assert torch.allclose(model.forward_target(view2), expected, atol=1e-5)
+    model.cfg.model.target_centering = False  # the same weights without the deviation: SiM's targets
+    plain = model.forward_target(view2)
+    assert torch.allclose(plain, torch.nn.functional.layer_norm(raw, raw.shape[-1:]), atol=1e-5)
+    assert not torch.allclose(plain, expected, atol=1e-3)
 
 
 def test_batchnorm_uses_batch_times_token_statistics_in_fp32():
