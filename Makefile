@@ -33,6 +33,7 @@ system-deps:
 bench: $(STAMP)
 	$(PY) -m simlab.bench views --save
 	$(PY) -m simlab.bench dataset --save
+	$(PY) -m simlab.bench train --save
 
 clean:
 	rm -rf runs .pytest_cache
