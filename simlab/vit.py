@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
+from . import distributed
 from .pos_embed import grid_sincos
 
 
 class TokenBatchNorm(nn.Module):
     """BatchNorm over the channels of (B, L, D) tokens, statistics over batch x tokens, in fp32.
 
-    SiM's ``PermuteBN`` (the projector's and decoder's norm). Reshaping to
+    SiM's ``PermuteBN`` (the projector's and decoder's norm); under torchrun its training statistics
+    cover every rank (SyncBatchNorm's role, on CPU too). Reshaping to
     (B*L, D) gives the same statistics as BatchNorm1d on (B, D, L) without a
     permute. Autocast is off: the statistics of low-precision tokens are not
     trusted (SIM_SPEC.md section 5, precision).
@@ -41,9 +43,29 @@ class TokenBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = F.batch_norm(x.reshape(-1, self.dim).float(), self.running_mean, self.running_var,
-                             self.weight, self.bias, self.training, self.momentum, self.eps)
+            flat = x.reshape(-1, self.dim).float()
+            if self.training and distributed.active():
+                y = self._global_batch_norm(flat)
+            else:
+                y = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias,
+                                 self.training, self.momentum, self.eps)
         return y.reshape(shape)
+
+    def _global_batch_norm(self, flat: torch.Tensor) -> torch.Tensor:
+        """Statistics over the tokens of every rank: one all-reduce of (sum, sum of squares, count).
+
+        The all-reduce carries gradients, so the backward pass is that of one
+        BatchNorm over the global batch (what SyncBatchNorm does, but on CPU too).
+        """
+        count = torch.full((1,), float(flat.shape[0]), device=flat.device)
+        stats = distributed.sum_with_grad(torch.cat([flat.sum(0), (flat * flat).sum(0), count]))
+        total = stats[-1]
+        mean = stats[:self.dim] / total
+        var = (stats[self.dim:2 * self.dim] / total - mean * mean).clamp_min(0)
+        with torch.no_grad():  # running statistics as F.batch_norm keeps them (unbiased variance)
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * total / (total - 1).clamp_min(1), self.momentum)
+        return (flat - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 def norm_layer(kind: str):

@@ -1,0 +1,97 @@
+"""Process groups and rank-safe helpers for ``torchrun`` (DDP: NCCL on GPU, gloo on CPU).
+
+Nothing here calls ``torch.distributed`` unless a group is initialised, so the
+single-process path stays collective-free. ``torchrun`` sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous variables; a plain
+``python -m simlab pretrain`` sees none of them and runs alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def info() -> DistInfo:
+    if not active():
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: torch.device, timeout_s: float = 60.0) -> DistInfo:
+    """Join the group torchrun describes (once); a no-op in a single process.
+
+    The timeout bounds every collective: a rank that waits on a dead peer fails
+    after ``timeout_s`` instead of hanging (torchrun also stops the survivors as
+    soon as one worker exits with an error).
+    """
+    if not launched_by_torchrun() or active():
+        return info()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return info()
+
+
+def shutdown() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def mean_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over ranks (itself without a group); no gradient."""
+    if not active():
+        return values
+    values = values.detach().clone()
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (itself without a group)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) that carries gradients: its backward all-reduces the incoming gradients.
+
+    ``torch.distributed.nn.functional.all_reduce`` is the autograd-aware form;
+    under ``no_grad`` (the EMA target's pass) it is a plain collective.
+    """
+    if not active():
+        return x
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(x)
