@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,13 +34,17 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import NonFiniteError, pretrain
     cfg = config_from_args(args)
     try:
         pretrain(cfg, args.out)
     except NonFiniteError as e:
-        print(f"simlab pretrain: stopped: {e}", file=sys.stderr)
+        where = f" (rank {distributed.info().rank})" if distributed.active() else ""
+        print(f"simlab pretrain{where}: stopped: {e}", file=sys.stderr)
         return 3
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -114,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    func = args.func
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # under torchrun: a rank's uncaught exception is written where the agent reports it
+        # (the failing rank's traceback appears in torchrun's summary)
+        from torch.distributed.elastic.multiprocessing.errors import record
+        func = record(func)
     try:
-        return args.func(args)
+        return func(args)
     except (ConfigError, DatasetNotFound, CheckpointError) as e:
         print(f"simlab {args.command}: error: {e}", file=sys.stderr)
         return 2

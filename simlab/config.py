@@ -205,8 +205,16 @@ class TrainConfig:
     checkpoint_every: int = 1000         # steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2            # newest checkpoints kept in the run folder
     progress: bool = True                # tqdm progress bar
+    # micro-batches per optimizer step on each rank: batch_size = ranks x accum_steps x micro-batch.
+    # BatchNorm and F statistics then cover one micro-batch (of all ranks), not the global batch
+    accum_steps: int = 1
+    dist_timeout: float = 60.0           # seconds a collective may wait on a peer before failing
 
     def validate(self) -> None:
+        _check(self.accum_steps >= 1, "accum_steps", f"must be >= 1, got {self.accum_steps}")
+        _check(self.batch_size % self.accum_steps == 0, "accum_steps",
+               f"must divide batch_size={self.batch_size}, got {self.accum_steps}")
+        _check(self.dist_timeout > 0, "dist_timeout", f"must be positive, got {self.dist_timeout}")
         _check(self.objective in ("sim", "mae"), "objective", f"must be sim or mae, got {self.objective!r}")
         _check(self.batch_size >= 2, "batch_size", f"must be >= 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check(self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
@@ -247,7 +255,7 @@ class Config:
     # Fields that only change how a run executes; all others define the run and
     # must match when it resumes (DESIGN.md "Checkpoints").
     EXECUTION_FIELDS = ("data_root", "num_workers", "download", "device", "compile", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "progress")
+                        "checkpoint_every", "keep_checkpoints", "progress", "accum_steps", "dist_timeout")
 
     def validate(self) -> "Config":
         for section in _sections(self):

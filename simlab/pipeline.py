@@ -35,14 +35,21 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class StepBatches(Sampler):
-    """Yields ``(step, epoch, indices)`` for steps ``start .. total - 1``."""
+    """Yields ``(step, epoch, indices)`` for steps ``start .. total - 1``: this rank's share of each global batch."""
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0):
+    def __init__(self, num_samples: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
+                 rank: int = 0, world: int = 1):
         if batch_size > num_samples:
             raise ValueError(f"batch_size={batch_size} exceeds the {num_samples} training samples")
+        if batch_size % world:
+            raise ValueError(f"batch_size={batch_size} does not split over {world} ranks")
         self.n, self.bs, self.seed = num_samples, batch_size, seed
         self.total, self.start = total_steps, start_step
         self.steps_per_epoch = num_samples // batch_size
+        # each rank takes its contiguous share of the *global* batch, so the samples a step
+        # sees (and, keyed by index, their views and masks) do not depend on the rank count
+        self.local = batch_size // world
+        self.offset = rank * self.local
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -53,7 +60,8 @@ class StepBatches(Sampler):
             epoch, k = divmod(step, self.steps_per_epoch)
             if epoch != perm_epoch:
                 perm, perm_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
-            yield step, epoch, perm[k * self.bs:(k + 1) * self.bs]
+            first = k * self.bs + self.offset
+            yield step, epoch, perm[first:first + self.local]
 
 
 def objective_inputs(cfg: Config) -> tuple:
@@ -101,10 +109,10 @@ _RENDER_ONCE = 200_000  # shapes pools up to this size are rendered once (<= 600
 
 
 def pretrain_loader(dataset: ImageDataset, cfg: Config, total_steps: int, start_step: int = 0,
-                    pin_memory: bool = False) -> DataLoader:
+                    pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
     if isinstance(dataset, ShapesDataset) and len(dataset) <= _RENDER_ONCE:
         dataset.tensors()  # render the pool once, before workers fork and share it
-    sampler = StepBatches(len(dataset), cfg.train.batch_size, cfg.seed, total_steps, start_step)
+    sampler = StepBatches(len(dataset), cfg.train.batch_size, cfg.seed, total_steps, start_step, rank, world)
     workers = cfg.data.num_workers
     return DataLoader(TwoViewBatches(dataset, cfg), batch_size=None, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=False,
@@ -120,4 +128,25 @@ def move_batch(batch: dict, device: torch.device) -> dict:
             out[k] = type(v)(*(t.to(device, non_blocking=True) for t in v))
         else:
             out[k] = v
+    return out
+
+
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """A batch cut into ``parts`` equal micro-batches along the sample dimension (gradient accumulation)."""
+    if parts == 1:
+        return [batch]
+    n = batch["view1"].shape[0]
+    size = n // parts
+    out = []
+    for i in range(parts):
+        sl = slice(i * size, (i + 1) * size)
+        micro = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n:
+                micro[k] = v[sl]
+            elif hasattr(v, "_fields"):  # ViewGeometry
+                micro[k] = type(v)(*(t[sl] for t in v))
+            else:
+                micro[k] = v
+        out.append(micro)
     return out

@@ -11,8 +11,12 @@ the optimizer step. Schedules are arrays computed once (DINO's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +25,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .checkpoint import (FORMAT, SCHEMA, checkpoint_path, code_version, config_of, newest_valid,
+from . import distributed
+from .checkpoint import (FORMAT, SCHEMA, checkpoint_path, code_version, config_of, load_checkpoint, newest_valid,
                          preprocess_of, prune_checkpoints, rng_state, save_atomic, set_rng_state)
 from .config import Config, ConfigError
 from .model import SiM
-from .pipeline import build_pretrain_dataset, move_batch, pretrain_loader
+from .pipeline import build_pretrain_dataset, move_batch, pretrain_loader, split_batch
 
 
 class NonFiniteError(FloatingPointError):
@@ -169,22 +174,92 @@ def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
                           f"use another --out folder, or the same settings")
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived; the last finished step was saved (by rank 0) and the run stopped."""
+
+    def __init__(self, step: int):
+        super().__init__(143)
+        self.step = step
+
+
+_FAULT_KINDS = ("raise", "nan", "kill")
+
+
+def _fault_hook(step: int, rank: int) -> Optional[str]:
+    """Test hook: ``SIMLAB_FAULT=RANK:STEP:KIND`` injects a fault on one rank at one step (first attempt
+    only, so a run restarted by ``torchrun --max-restarts`` finishes). KIND: raise | nan | kill."""
+    spec = os.environ.get("SIMLAB_FAULT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return None
+    r, s, kind = spec.split(":")
+    if int(r) != rank or int(s) != step:
+        return None
+    if kind not in _FAULT_KINDS:
+        raise ValueError(f"SIMLAB_FAULT kind must be one of {_FAULT_KINDS}, got {kind!r}")
+    if kind == "raise":
+        raise RuntimeError(f"injected fault on rank {rank} at step {step}")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kind
+
+
+class _StopOnSigterm:
+    """Turns SIGTERM into a request honoured at the next step boundary (main thread only).
+
+    The handler itself only sets a flag: no collectives, no I/O, so it is safe
+    wherever the signal lands. The loop then saves the state of the last
+    *finished* (hence finite) step on rank 0 and stops.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
-    """Train SiM into ``run_dir`` (resuming from its newest valid checkpoint); returns the last checkpoint."""
+    """Train into ``run_dir`` (resuming from its newest valid checkpoint); returns the last checkpoint.
+
+    Under ``torchrun`` every rank calls this: the group is joined here, rank 0
+    alone writes the run folder, and all ranks resume from the checkpoint rank 0 picked.
+    """
     cfg.validate()
+    t = cfg.train
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(t.device)
+    if distributed.launched_by_torchrun() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    dinfo = distributed.init_from_env(device, t.dist_timeout)
+    main = dinfo.main
+    if not main:
+        log = lambda *_: None  # noqa: E731 - rank 0 speaks for the run
+    if t.batch_size % (dinfo.world * t.accum_steps):
+        raise ConfigError(f"batch_size: {t.batch_size} does not split into {dinfo.world} rank(s) x "
+                          f"{t.accum_steps} micro-batch(es) (accum_steps)")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     if (run_dir / "COMPLETE").exists():
         log(f"{run_dir} is complete; nothing to do")
         found = newest_valid(run_dir, log)
         return found[0] if found else run_dir
-    t = cfg.train
-    device = resolve_device(t.device)
     dataset = build_pretrain_dataset(cfg)
     spe, total = run_length(cfg, len(dataset))
     schedule = Schedule.build(cfg, spe, total)
 
-    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed (the same on every rank)
     model = build_model(cfg, dataset.in_chans).to(device)
     amp = autocast_dtype(t.precision, device)
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.peak_lr(), betas=(t.beta1, t.beta2),
@@ -192,9 +267,11 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
     scaler = torch.amp.GradScaler(device.type, growth_interval=2000) if amp == torch.float16 else None
 
     start = 0
-    found = newest_valid(run_dir, log)
-    if found is not None:
-        path, ckpt = found
+    found = newest_valid(run_dir, log) if main else None
+    resume_path = distributed.broadcast_object(str(found[0]) if found else None)
+    if resume_path is not None:
+        path = Path(resume_path)
+        ckpt = found[1] if found else load_checkpoint(path)
         _check_resume(cfg, ckpt, path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -203,10 +280,16 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
         set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
         log(f"resuming {run_dir} from step {start} ({path.name})")
-    else:
+        del ckpt
+    elif main:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    metrics = MetricsLog(run_dir, start if found is not None else None)
-    step_fn = torch.compile(model) if t.compile else model
+    metrics = MetricsLog(run_dir, start if resume_path is not None else None) if main else None
+    net = model
+    if distributed.active():
+        # buffers (BatchNorm running stats, EMA F) are computed from global statistics already
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    step_fn = torch.compile(net) if t.compile else net
 
     def save(step: int) -> Path:
         ckpt = {"format": FORMAT, "schema": SCHEMA, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -220,58 +303,83 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
         prune_checkpoints(run_dir, t.keep_checkpoints)
         return path
 
-    loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda")
+    loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda",
+                             rank=dinfo.rank, world=dinfo.world)
     bar = None
-    if t.progress:
+    if t.progress and main:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True)
     model.train()
     last_path, window_start, window_images = None, time.perf_counter(), 0
-    for batch in loader:
-        step = batch["step"]
-        batch = move_batch(batch, device)
-        for group in optimizer.param_groups:
-            group["lr"] = float(schedule.lr[step])
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, out = step_fn(batch, momentum=float(schedule.momentum[step]))
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad else float("inf"))
-        values = torch.stack([loss.detach().float(), out["pos"], out["neg"], grad_norm.float()]).tolist()
-        if not all(math.isfinite(v) for v in values[:3]) or (scaler is None and not math.isfinite(values[3])):
-            names = [n for n, v in zip(("loss", "pos", "neg", "grad_norm"), values) if not math.isfinite(v)]
-            optimizer.zero_grad(set_to_none=True)
-            metrics.close()
-            raise NonFiniteError(f"step {step}: non-finite {', '.join(names)} "
-                                 f"(loss={values[0]}, pos={values[1]}, neg={values[2]}, grad_norm={values[3]}); "
-                                 f"the optimizer step was not applied")
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        window_images += batch["view1"].shape[0]
-        if done % t.log_every == 0 or done == total:
-            now = time.perf_counter()
-            ips = window_images / max(now - window_start, 1e-9)
-            record = {"step": done, "epoch": done / spe, "loss": values[0], "pos": values[1], "neg": values[2],
-                      "lr": float(schedule.lr[step]), "momentum": float(schedule.momentum[step]),
-                      "grad_norm": values[3], "images_per_s": ips, **collapse_monitors(out)}
-            metrics.write(record)
-            window_start, window_images = time.perf_counter(), 0
-            if bar is not None:
-                bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    try:
+        with _StopOnSigterm() as sigterm:
+            for batch in loader:
+                step = batch["step"]
+                fault = _fault_hook(step, dinfo.rank)
+                batch = move_batch(batch, device)
+                for group in optimizer.param_groups:
+                    group["lr"] = float(schedule.lr[step])
+                terms = torch.zeros(3, device=device)
+                micro_batches = split_batch(batch, t.accum_steps)
+                for i, micro in enumerate(micro_batches):
+                    last = i == len(micro_batches) - 1
+                    # DDP all-reduces gradients on the last micro-batch only; the target's EMA
+                    # update happens once per optimizer step, before the first target pass
+                    sync = contextlib.nullcontext() if last or net is model else net.no_sync()
+                    with sync:
+                        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                            loss, out = step_fn(micro, momentum=float(schedule.momentum[step]) if i == 0 else None)
+                        if fault == "nan":
+                            loss = loss * float("nan")
+                        loss = loss / len(micro_batches)
+                        (scaler.scale(loss) if scaler is not None else loss).backward()
+                    terms += torch.stack([loss.detach().float() * len(micro_batches), out["pos"].float(),
+                                          out["neg"].float()]) / len(micro_batches)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad else float("inf"))
+                # one collective and one host read: every rank sees the same (global) values and decides alike
+                values = torch.cat([distributed.mean_across_ranks(terms), grad_norm.float().reshape(1)]).tolist()
+                if not all(math.isfinite(v) for v in values[:3]) or (scaler is None and not math.isfinite(values[3])):
+                    names = [n for n, v in zip(("loss", "pos", "neg", "grad_norm"), values) if not math.isfinite(v)]
+                    optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteError(f"step {step}: non-finite {', '.join(names)} "
+                                         f"(loss={values[0]}, pos={values[1]}, neg={values[2]}, "
+                                         f"grad_norm={values[3]}); the optimizer step was not applied")
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                done = step + 1
+                window_images += batch["view1"].shape[0] * dinfo.world
+                if main and (done % t.log_every == 0 or done == total):
+                    now = time.perf_counter()
+                    ips = window_images / max(now - window_start, 1e-9)
+                    record = {"step": done, "epoch": done / spe, "loss": values[0], "pos": values[1],
+                              "neg": values[2], "lr": float(schedule.lr[step]),
+                              "momentum": float(schedule.momentum[step]), "grad_norm": values[3],
+                              "images_per_s": ips, **collapse_monitors(out)}
+                    metrics.write(record)
+                    window_start, window_images = time.perf_counter(), 0
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}")
+                if bar is not None:
+                    bar.update(1)
+                if main and (done % t.checkpoint_every == 0 or done == total or sigterm.requested):
+                    last_path = save(done)
+                if sigterm.requested:
+                    log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
+                    raise Terminated(done)
+    finally:
         if bar is not None:
-            bar.update(1)
-        if done % t.checkpoint_every == 0 or done == total:
-            last_path = save(done)
-    if bar is not None:
-        bar.close()
-    metrics.close()
+            bar.close()
+        if metrics is not None:
+            metrics.close()
+    if not main:
+        return run_dir
     if last_path is None:  # nothing left to train: the newest checkpoint is the final one
         last_path = newest_valid(run_dir, log)[0]
     (run_dir / "COMPLETE").write_text(f"{last_path.name}\n")
