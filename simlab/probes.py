@@ -259,3 +259,26 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
             "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
             "data_seed": data_seed, "probe_seed": seed, **{k: float(v) for k, v in res.items()},
             "seconds": time.perf_counter() - start}
+
+
+def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+             shots=(1, 5, 10), draws: int = 5, seed: int = 0, C: float = 1.0) -> dict:
+    """Logistic regression on ``n`` labelled images per class, ``draws`` random draws per ``n``.
+
+    Returns ``{n: {"mean", "std", "accs"}}``; draw ``d`` of ``n`` shots is keyed by ``(seed, n, d)``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    xtr, ytr, xte, yte = train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy()
+    classes = np.unique(ytr)
+    out = {}
+    for n in shots:
+        accs = []
+        for d in range(draws):
+            rng = np.random.default_rng([seed, n, d])
+            pick = np.concatenate([rng.choice(np.flatnonzero(ytr == c), n, replace=False) for c in classes])
+            scaler = StandardScaler().fit(xtr[pick])
+            clf = LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(xtr[pick]), ytr[pick])
+            accs.append(float(clf.score(scaler.transform(xte), yte)))
+        out[n] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "accs": accs}
+    return out

@@ -1,9 +1,13 @@
-"""Probes of a checkpoint through the command line."""
+"""Probes against references (a plain k-NN, scikit-learn), and through the command line."""
 
 import json
 
+import numpy as np
+import torch
+
 from simlab.checkpoint import list_checkpoints, sha256_of
 from simlab.cli import main
+from simlab.probes import few_shot, iou_scores, knn_accuracy, patch_labels
 
 
 def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
@@ -27,3 +31,76 @@ def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
     assert rand["train_size"] == 200
     numbers = lambda r: (r["knn"], r["linear"], r["fg_bg_miou"], r["class_miou"])
     assert numbers(rand) != numbers(res)  # a different encoder was probed
+
+
+
+def plain_weighted_knn(train, train_y, test, k, T):
+    """DINO's rule written out one test sample at a time."""
+    train = train / train.norm(dim=1, keepdim=True)
+    test = test / test.norm(dim=1, keepdim=True)
+    preds = []
+    for row in test:
+        sims = train @ row
+        top = sims.topk(k)
+        votes = {}
+        for s, i in zip(top.values.tolist(), top.indices.tolist()):
+            votes[int(train_y[i])] = votes.get(int(train_y[i]), 0.0) + float(np.exp(s / T))
+        preds.append(max(sorted(votes), key=lambda c: votes[c]))
+    return preds
+
+
+def test_knn_matches_a_plain_implementation_in_any_chunking():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(5, 16, generator=g)
+    train_y = torch.randint(0, 5, (300,), generator=g)
+    test_y = torch.randint(0, 5, (70,), generator=g)
+    train = centres[train_y] + 1.5 * torch.randn(300, 16, generator=g)
+    test = centres[test_y] + 1.5 * torch.randn(70, 16, generator=g)
+    preds = plain_weighted_knn(train.double(), train_y, test.double(), 20, 0.07)
+    expected = float(np.mean(np.array(preds) == test_y.numpy()))
+    assert 0.3 < expected < 1.0  # a non-trivial problem
+    for chunk in (7, 64, 1024):
+        assert knn_accuracy(train, train_y, test, test_y, k=20, temperature=0.07, chunk=chunk) == expected
+
+
+def test_knn_with_uniform_votes_matches_scikit_learn():
+    from sklearn.neighbors import KNeighborsClassifier
+    g = torch.Generator().manual_seed(1)
+    train, test = torch.randn(400, 8, generator=g), torch.randn(100, 8, generator=g)
+    train_y = (train[:, 0] > 0).long() + 2 * (train[:, 1] > 0).long()
+    test_y = (test[:, 0] > 0).long() + 2 * (test[:, 1] > 0).long()
+    # k odd and 4 classes: a huge temperature makes every vote weigh 1, as sklearn's uniform weights
+    ours = knn_accuracy(train, train_y, test, test_y, k=15, temperature=1e9)
+    ref = KNeighborsClassifier(15, metric="cosine", algorithm="brute").fit(train.numpy(), train_y.numpy())
+    theirs = ref.score(test.numpy(), test_y.numpy())
+    assert abs(ours - theirs) <= 0.02  # at most 2 of 100 samples differ, by how ties are broken
+    assert ours > 0.6
+
+
+def test_patch_labels_and_iou_against_references():
+    from sklearn.metrics import jaccard_score
+    g = torch.Generator().manual_seed(2)
+    masks = torch.randint(0, 4, (3, 8, 8), generator=g)
+    labels = patch_labels(masks, 4)  # 2x2-pixel patches
+    for b in range(3):
+        for r in range(4):
+            for c in range(4):
+                block = masks[b, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(-1)
+                counts = torch.bincount(block, minlength=4)
+                assert labels[b, r * 4 + c] == int(torch.nonzero(counts == counts.max())[0])
+    pred, true = np.random.default_rng(0).integers(0, 3, 500), np.random.default_rng(1).integers(0, 3, 500)
+    ours = iou_scores(pred, true, (0, 1, 2))
+    theirs = jaccard_score(true, pred, average=None, labels=[0, 1, 2])
+    assert np.allclose([ours[c] for c in (0, 1, 2)], theirs)
+
+
+def test_few_shot_draws_are_balanced_seeded_and_learn():
+    g = torch.Generator().manual_seed(3)
+    centres = 4 * torch.randn(4, 10, generator=g)
+    ytr, yte = torch.arange(400) % 4, torch.arange(200) % 4
+    xtr = centres[ytr] + torch.randn(400, 10, generator=g)
+    xte = centres[yte] + torch.randn(200, 10, generator=g)
+    res = few_shot(xtr, ytr, xte, yte, shots=(1, 5), draws=3)
+    assert set(res) == {1, 5} and len(res[5]["accs"]) == 3
+    assert res[5]["mean"] > 0.9 and res[5]["mean"] >= res[1]["mean"] - 0.05
+    assert few_shot(xtr, ytr, xte, yte, shots=(1,), draws=3) == {1: res[1]}  # keyed draws: reproducible
