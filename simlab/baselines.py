@@ -1,4 +1,4 @@
-"""Baseline objectives under SiM's harness: masked image modeling (MAE).
+"""Baseline objectives under SiM's harness: masked image modeling (MAE) and instance discrimination (ID).
 
 MAE (He et al. 2022, ``models_mae.py``): one view with crop and flip only, a
 uniformly random mask (``mae_mask_ratio``, 75 %), the encoder on the visible
@@ -7,18 +7,33 @@ patches with a final LayerNorm, a light LayerNorm decoder (``decoder_dim``,
 per-patch-normalised pixels on the masked patches only. It uses the same
 encoder, data and schedule code as SiM; it trains its patch embedding (MAE
 does), which SiM keeps frozen.
+
+ID (MoCo v3's architecture with UniGrad's loss, as SiM's ID ablation): both
+views with SiM's augmentations and no mask; the online encoder (SiM's, frozen
+patch embedding, no final norm) on all of view 1, its patch tokens
+mean-pooled (what the probes read), a 3-layer BatchNorm MLP projector and a
+2-layer predictor (hidden width 2 x ``decoder_dim``, output ``decoder_dim``);
+the EMA target (encoder + projector) on view 2, its pooled output through an
+affine-free LayerNorm; SiM's loss on one token per image (``neg_weight`` is
+lambda, ``f_momentum`` is UniGrad's rho, 0 = the batch's F). Departures from
+MoCo v3: one direction (view 1 predicts view 2, as SiM; MoCo v3 symmetrises
+at twice the cost), UniGrad's loss instead of InfoNCE, mean-pooled patch
+tokens instead of the cls token.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import Config
+from .loss import sim_loss, target_correlation
 from .pos_embed import grid_sincos
-from .vit import Encoder, init_weights, make_blocks
+from .vit import Encoder, TokenBatchNorm, init_weights, make_blocks
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -70,3 +85,59 @@ class MAE(nn.Module):
             loss = (per_patch * mask).sum() / mask.sum()
         zero = loss.detach() * 0
         return loss, {"pred": pred, "target": target, "mask": mask, "pos": loss.detach(), "neg": zero}
+
+
+def bn_mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    """MoCo v3's MLP: (Linear, BatchNorm, ReLU) x (layers - 1), then Linear. BatchNorm is
+    :class:`TokenBatchNorm`, so its statistics cover every rank under torchrun."""
+    mods, dim = [], in_dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(dim, hidden), TokenBatchNorm(hidden), nn.ReLU(inplace=True)]
+        dim = hidden
+    mods.append(nn.Linear(dim, out_dim))
+    net = nn.Sequential(*mods)
+    net.apply(init_weights)
+    return net
+
+
+class InstanceDiscrimination(nn.Module):
+    """Global two-view ID baseline; ``forward(batch, momentum)`` returns ``(loss, outputs)`` like SiM."""
+
+    def __init__(self, cfg: Config, in_chans: int = 3):
+        super().__init__()
+        m = cfg.model
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.data.image_size, m.patch_size, in_chans, m.embed_dim, m.depth, m.num_heads,
+                               m.mlp_ratio, m.drop_path, train_patch_embed=m.train_patch_embed)
+        self.projector = bn_mlp(m.embed_dim, 2 * m.decoder_dim, m.decoder_dim, 3)
+        self.predictor = bn_mlp(m.decoder_dim, 2 * m.decoder_dim, m.decoder_dim, 2)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.register_buffer("running_correlation", torch.eye(m.decoder_dim))  # rho > 0 only
+
+    @staticmethod
+    def pool(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:].mean(dim=1)  # mean of the patch tokens, as the probes read them
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        online = [p for mod in (self.encoder, self.projector) for p in mod.parameters()]
+        target = [p for mod in (self.target_encoder, self.target_projector) for p in mod.parameters()]
+        torch._foreach_lerp_(target, online, 1.0 - momentum)
+
+    def forward(self, batch: dict, momentum: Optional[float] = None) -> tuple[torch.Tensor, dict]:
+        pred = self.predictor(self.projector(self.pool(self.encoder.forward_features(batch["view1"]))))
+        if momentum is not None:
+            self.update_target(momentum)
+        with torch.no_grad():
+            target = self.target_projector(self.pool(self.target_encoder.forward_features(batch["view2"])))
+            with torch.autocast(device_type=target.device.type, enabled=False):
+                target = F.layer_norm(target.float(), target.shape[-1:])
+        correlation = None
+        rho = self.cfg.model.f_momentum
+        if rho > 0:
+            if self.training:
+                self.running_correlation.lerp_(target_correlation(target), 1.0 - rho)
+            correlation = self.running_correlation
+        loss, stats = sim_loss(pred[:, None], target[:, None], self.cfg.model.neg_weight, correlation)
+        return loss, {"pred": pred[:, None], "target": target[:, None], "mask": batch.get("mask"), **stats}

@@ -183,7 +183,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, schedules, precision and bookkeeping (SIM_SPEC.md section 5)."""
 
-    objective: str = "sim"               # sim | mae (baseline: simlab.baselines)
+    objective: str = "sim"               # sim | mae | id (baselines: simlab.baselines)
     batch_size: int = 4096               # global batch
     epochs: float = 1600
     steps: Optional[int] = None          # total optimizer steps; overrides epochs when set
@@ -215,7 +215,8 @@ class TrainConfig:
         _check(self.batch_size % self.accum_steps == 0, "accum_steps",
                f"must divide batch_size={self.batch_size}, got {self.accum_steps}")
         _check(self.dist_timeout > 0, "dist_timeout", f"must be positive, got {self.dist_timeout}")
-        _check(self.objective in ("sim", "mae"), "objective", f"must be sim or mae, got {self.objective!r}")
+        _check(self.objective in ("sim", "mae", "id"), "objective",
+               f"must be sim, mae or id, got {self.objective!r}")
         _check(self.batch_size >= 2, "batch_size", f"must be >= 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check(self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
         _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")

@@ -69,10 +69,13 @@ def objective_inputs(cfg: Config) -> tuple:
 
     SiM uses the configured augmentation and mask. MAE sees crop and flip only
     (no photometric change) and a uniformly random mask of ``mae_mask_ratio``.
+    ID sees SiM's augmentation and no mask.
     """
     if cfg.train.objective == "mae":
         aug = dataclasses.replace(cfg.aug, jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
         return aug, "random", round(cfg.model.mae_mask_ratio * cfg.grid ** 2)
+    if cfg.train.objective == "id":
+        return cfg.aug, "random", 0  # both views whole: nothing is masked
     return cfg.aug, cfg.model.mask_kind, cfg.model.num_masked
 
 

@@ -78,6 +78,9 @@ def build_model(cfg: Config, in_chans: int = 3) -> torch.nn.Module:
     if cfg.train.objective == "mae":
         from .baselines import MAE
         return MAE(cfg, in_chans)
+    if cfg.train.objective == "id":
+        from .baselines import InstanceDiscrimination
+        return InstanceDiscrimination(cfg, in_chans)
     return SiM(cfg, in_chans)
 
 
