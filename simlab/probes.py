@@ -282,3 +282,40 @@ def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
             accs.append(float(clf.score(scaler.transform(xte), yte)))
         out[n] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "accs": accs}
     return out
+
+
+def torch_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                       epochs: int = 90, batch_size: int = 1024, blr: float = 0.1, weight_decay: float = 0.0,
+                       seed: int = 0, device=None) -> dict:
+    """The large-set linear probe (SIM_SPEC.md section 5, MAE's linprobe): BatchNorm without affine,
+    then a Linear, trained with SGD (momentum 0.9, lr = blr x batch / 256, cosine) on frozen features.
+
+    For sets too large for scikit-learn; features may live on a GPU. Returns ``{"acc"}``.
+    """
+    device = torch.device(device or train_x.device)
+    g = torch.Generator().manual_seed(seed)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    head = torch.nn.Sequential(torch.nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6),
+                               torch.nn.Linear(train_x.shape[1], classes)).to(device)
+    torch.nn.init.trunc_normal_(head[1].weight, std=0.01, generator=g)
+    torch.nn.init.zeros_(head[1].bias)
+    steps_per_epoch = max(1, len(train_x) // batch_size)
+    lr = blr * batch_size / 256
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    xtr, ytr = train_x.float().to(device), train_y.long().to(device)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=g).to(device)
+        for s in range(steps_per_epoch):
+            idx = order[s * batch_size:(s + 1) * batch_size]
+            loss = F.cross_entropy(head(xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    head.eval()
+    with torch.no_grad():
+        pred = torch.cat([head(test_x[s:s + 4096].float().to(device)).argmax(1).cpu()
+                          for s in range(0, len(test_x), 4096)])
+    return {"acc": float((pred == test_y.long().cpu()).float().mean())}

@@ -104,3 +104,16 @@ def test_few_shot_draws_are_balanced_seeded_and_learn():
     assert set(res) == {1, 5} and len(res[5]["accs"]) == 3
     assert res[5]["mean"] > 0.9 and res[5]["mean"] >= res[1]["mean"] - 0.05
     assert few_shot(xtr, ytr, xte, yte, shots=(1,), draws=3) == {1: res[1]}  # keyed draws: reproducible
+
+
+def test_torch_linear_probe_agrees_with_scikit_learn():
+    from simlab.probes import linear_probe, torch_linear_probe
+    g = torch.Generator().manual_seed(4)
+    centres = 0.4 * torch.randn(6, 20, generator=g)
+    ytr, yte = torch.arange(1200) % 6, torch.arange(600) % 6
+    xtr = 3 + 5 * (centres[ytr] + torch.randn(1200, 20, generator=g))  # offset and scale: BN's job
+    xte = 3 + 5 * (centres[yte] + torch.randn(600, 20, generator=g))
+    ours = torch_linear_probe(xtr, ytr, xte, yte, epochs=30, batch_size=128)["acc"]
+    ref = linear_probe(xtr, ytr, xte, yte)["acc"]
+    assert 0.5 < ref < 0.99  # neither trivial nor hopeless
+    assert abs(ours - ref) < 0.03
