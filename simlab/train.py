@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -289,9 +290,12 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
     metrics = MetricsLog(run_dir, start if resume_path is not None else None) if main else None
     net = model
     if distributed.active():
-        # buffers (BatchNorm running stats, EMA F) are computed from global statistics already
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        # buffers (BatchNorm running stats, EMA F) are computed from global statistics already, so
+        # DDP need not broadcast them (newer torch renames the flag and warns; the old name works on 2.11+)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     step_fn = torch.compile(net) if t.compile else net
 
     def save(step: int) -> Path:
