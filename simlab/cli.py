@@ -63,7 +63,8 @@ def _probe(args: argparse.Namespace) -> int:
     import json
 
     from .probes import probe_checkpoint
-    res = probe_checkpoint(args.checkpoint, args.train_size, args.test_size, args.data_root, args.random_init)
+    res = probe_checkpoint(args.checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
+                           dataset=args.dataset)
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "without optimizer state, for sharing")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("probe", help="k-NN, linear and dense probes of a checkpoint's frozen encoder")
+    p = sub.add_parser("probe", help="k-NN, linear, few-shot and dense probes of a checkpoint's frozen encoder")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--train-size", type=int, default=10_000, help="labelled train images (default 10000)")
     p.add_argument("--test-size", type=int, default=2_000, help="test images (default 2000)")
+    p.add_argument("--dataset", default=None, help="labelled dataset to probe on (default: the pretraining one)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--random-init", type=int, metavar="SEED",
                    help="probe a freshly initialised encoder of the checkpoint's architecture instead")

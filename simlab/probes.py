@@ -212,12 +212,22 @@ def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int 
     fte = normalise(extract_features(encoder, test["images"], pool))
     out = {"knn": knn_accuracy(ftr, train["labels"], fte, test["labels"]),
            "linear": linear_probe(ftr, train["labels"], fte, test["labels"], seed=seed)["acc"]}
+    for n, res in few_shot(ftr, train["labels"], fte, test["labels"], seed=seed).items():
+        out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
     if "masks" in train and "masks" in test:
+        size = encoder.preprocess["input_size"]
         ttr = normalise(extract_tokens(encoder, train["images"][:dense_train]))
         tte = normalise(extract_tokens(encoder, test["images"]))
-        out.update(dense_probe(ttr, patch_labels(train["masks"][:dense_train], grid),
-                               tte, patch_labels(test["masks"], grid)))
+        out.update(dense_probe(ttr, patch_labels(_mask_at(train["masks"][:dense_train], size), grid),
+                               tte, patch_labels(_mask_at(test["masks"], size), grid)))
     return out
+
+
+def _mask_at(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """Masks resized (nearest) to the encoder's input size, so patches cover what the encoder saw."""
+    if masks.shape[-1] == size and masks.shape[-2] == size:
+        return masks
+    return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
 
 
 def random_init_like(encoder, seed: int):
@@ -232,10 +242,11 @@ def random_init_like(encoder, seed: int):
 
 
 def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
-                     random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0) -> dict:
+                     random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0,
+                     dataset: Optional[str] = None) -> dict:
     """Probe a checkpoint's encoder (or, with ``random_init=SEED``, a fresh one of its architecture)
-    on the first ``train_size`` / ``test_size`` images of its pretraining dataset's train and test
-    splits; returns every number with the settings and the checkpoint's sha256."""
+    on the first ``train_size`` / ``test_size`` images of a dataset's train and test splits (by
+    default its pretraining dataset); returns every number with the settings and the checkpoint's sha256."""
     import time
 
     from .checkpoint import load_encoder, sha256_of
@@ -247,15 +258,18 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
         encoder = random_init_like(encoder, random_init)
     cfg = encoder.config
     size = encoder.preprocess["input_size"]
+    dataset = dataset or cfg.data.dataset
+    if dataset == cfg.data.dataset:  # the recorded data_root belongs to the pretraining dataset only
+        data_root = data_root or cfg.data.data_root
     splits = {}
     for split, n in (("train", train_size), ("test", test_size)):
-        ds = build_dataset(cfg.data.dataset, split, data_root or cfg.data.data_root, image_size=size,
-                           size=n if cfg.data.dataset == "shapes" else None, seed=data_seed)
+        ds = build_dataset(dataset, split, data_root, image_size=size,
+                           size=n if dataset == "shapes" else None, seed=data_seed)
         t = ds.tensors()
         splits[split] = {k: v[:n] for k, v in t.items() if k in ("images", "labels", "masks")}
     res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, seed=seed)
     return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
-            else "pretrained", "random_init_seed": random_init, "dataset": cfg.data.dataset,
+            else "pretrained", "random_init_seed": random_init, "dataset": dataset,
             "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
             "data_seed": data_seed, "probe_seed": seed, **{k: float(v) for k, v in res.items()},
             "seconds": time.perf_counter() - start}

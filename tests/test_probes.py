@@ -21,7 +21,7 @@ def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["sha256"] == sha256_of(ckpt) and res["dataset"] == "shapes"
     assert (res["train_size"], res["test_size"], res["encoder"]) == (200, 100, "pretrained")
-    for key in ("knn", "linear", "fg_bg_miou", "fg_iou", "class_miou"):
+    for key in ("knn", "linear", "few_shot_1", "few_shot_5", "few_shot_10", "fg_bg_miou", "fg_iou", "class_miou"):
         assert 0.0 <= res[key] <= 1.0, key
     capsys.readouterr()
     assert main(["probe", "--checkpoint", str(ckpt), "--train-size", "200", "--test-size", "100",
@@ -117,3 +117,22 @@ def test_torch_linear_probe_agrees_with_scikit_learn():
     ref = linear_probe(xtr, ytr, xte, yte)["acc"]
     assert 0.5 < ref < 0.99  # neither trivial nor hopeless
     assert abs(ours - ref) < 0.03
+
+
+def test_cli_probe_on_another_dataset_aligns_masks_with_the_encoder_input(tmp_path, capsys):
+    from conftest import require_data
+    from simlab.data import DatasetNotFound, build_dataset
+    try:
+        build_dataset("fashion-mnist", "test")
+        have = True
+    except DatasetNotFound:
+        have = False
+    require_data(have, "apt-get install dataset-fashion-mnist")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--preset", "tiny", "--out", str(run), "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["probe", "--checkpoint", str(list_checkpoints(run)[-1]), "--dataset", "fashion-mnist",
+                 "--train-size", "300", "--test-size", "100"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dataset"] == "fashion-mnist" and res["train_size"] == 300
+    assert 0.0 <= res["fg_bg_miou"] <= 1.0 and res["linear"] > 0.2  # 28 px grey resized to the 16 px encoder
