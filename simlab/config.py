@@ -205,12 +205,22 @@ class TrainConfig:
     checkpoint_every: int = 1000         # steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2            # newest checkpoints kept in the run folder
     progress: bool = True                # tqdm progress bar
+    # online k-NN monitor (k = 20, T = 0.07) every knn_every epochs (0: off), on rank 0: a bank of
+    # knn_train_size labelled train images and knn_test_size test images of knn_dataset (default:
+    # the pretraining dataset; name a labelled one when pretraining on unlabeled images)
+    knn_every: float = 0.0
+    knn_dataset: Optional[str] = None
+    knn_train_size: int = 5000
+    knn_test_size: int = 1000
     # micro-batches per optimizer step on each rank: batch_size = ranks x accum_steps x micro-batch.
     # BatchNorm and F statistics then cover one micro-batch (of all ranks), not the global batch
     accum_steps: int = 1
     dist_timeout: float = 60.0           # seconds a collective may wait on a peer before failing
 
     def validate(self) -> None:
+        _check(self.knn_every >= 0, "knn_every", f"must be >= 0, got {self.knn_every}")
+        for name in ("knn_train_size", "knn_test_size"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.accum_steps >= 1, "accum_steps", f"must be >= 1, got {self.accum_steps}")
         _check(self.batch_size % self.accum_steps == 0, "accum_steps",
                f"must divide batch_size={self.batch_size}, got {self.accum_steps}")
@@ -256,7 +266,8 @@ class Config:
     # Fields that only change how a run executes; all others define the run and
     # must match when it resumes (DESIGN.md "Checkpoints").
     EXECUTION_FIELDS = ("data_root", "num_workers", "download", "device", "compile", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "progress", "accum_steps", "dist_timeout")
+                        "checkpoint_every", "keep_checkpoints", "progress", "accum_steps", "dist_timeout",
+                        "knn_every", "knn_dataset", "knn_train_size", "knn_test_size")
 
     def validate(self) -> "Config":
         for section in _sections(self):

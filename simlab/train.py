@@ -168,6 +168,12 @@ class MetricsLog:
             self.writer.close()
 
 
+def _mean_std(cfg: Config, dataset) -> tuple:
+    """The normalisation the views use: the configured one, else the dataset's."""
+    return (dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
+            dataset.std if cfg.aug.std is None else cfg.aug.std)
+
+
 def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
     old = config_of(ckpt).defining_dict()
     new = cfg.defining_dict()
@@ -176,6 +182,47 @@ def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
         lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}\n"
                           f"use another --out folder, or the same settings")
+
+
+class KnnMonitor:
+    """The online k-NN probe: labelled bank and queries loaded once, the online encoder probed in eval mode.
+
+    It draws no random numbers, so a run with the monitor trains exactly as one without it.
+    """
+
+    def __init__(self, cfg: Config):
+        from .data import build_dataset
+        t, d = cfg.train, cfg.data
+        name = t.knn_dataset or d.dataset
+        root = d.data_root if name == d.dataset else None
+        self.splits = {}
+        for split, n in (("train", t.knn_train_size), ("test", t.knn_test_size)):
+            ds = build_dataset(name, split, root, image_size=d.image_size,
+                               size=n if name == "shapes" else None, seed=cfg.seed, download=d.download)
+            self.splits[split] = _labelled_subset(ds, n, d.image_size, name)
+
+    def __call__(self, encoder) -> float:
+        from .probes import extract_features, knn_accuracy, normalise
+        (xtr, ytr), (xte, yte) = self.splits["train"], self.splits["test"]
+        ftr = normalise(extract_features(encoder, xtr))
+        fte = normalise(extract_features(encoder, xte))
+        return knn_accuracy(ftr, ytr, fte, yte)
+
+
+def _labelled_subset(ds, n: int, size: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images (uint8, resized to ``size`` when they vary) and labels of a dataset."""
+    try:
+        tensors = ds.tensors()
+        images, labels = tensors["images"][:n], tensors["labels"][:n]
+    except NotImplementedError:  # images of different sizes: load and resize one by one
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        labels = torch.as_tensor([int(it["label"]) for it in items])
+        images = torch.stack([torch.nn.functional.interpolate(it["image"][None].float(), size=(size, size),
+                                                              mode="bilinear", antialias=True)[0]
+                              for it in items]).round().clamp(0, 255).to(torch.uint8)
+    if (labels < 0).any():
+        raise ConfigError(f"knn_dataset: {name!r} has unlabeled images; name a labelled dataset")
+    return images, labels
 
 
 class Terminated(SystemExit):
@@ -302,8 +349,7 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
         ckpt = {"format": FORMAT, "schema": SCHEMA, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "epoch": step / spe,
                 "rng": rng_state(), "config": cfg.to_json(), "code_version": code_version(),
-                "preprocess": preprocess_of(cfg, dataset.in_chans, dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
-                                            dataset.std if cfg.aug.std is None else cfg.aug.std)}
+                "preprocess": preprocess_of(cfg, dataset.in_chans, *_mean_std(cfg, dataset))}
         path = checkpoint_path(run_dir, step)
         path.parent.mkdir(exist_ok=True)
         save_atomic(ckpt, path)
@@ -312,6 +358,10 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
 
     loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda",
                              rank=dinfo.rank, world=dinfo.world)
+    knn_steps = max(1, round(t.knn_every * spe)) if t.knn_every > 0 else 0
+    monitor = KnnMonitor(cfg) if knn_steps and main else None
+    if monitor is not None:
+        model.encoder.preprocess = preprocess_of(cfg, dataset.in_chans, *_mean_std(cfg, dataset))
     bar = None
     if t.progress and main:
         from tqdm.auto import tqdm
@@ -362,17 +412,21 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 done = step + 1
                 window_images += batch["view1"].shape[0] * dinfo.world
-                if main and (done % t.log_every == 0 or done == total):
+                knn_due = monitor is not None and (done % knn_steps == 0 or done == total)
+                if main and (done % t.log_every == 0 or done == total or knn_due):
                     now = time.perf_counter()
                     ips = window_images / max(now - window_start, 1e-9)
                     record = {"step": done, "epoch": done / spe, "loss": values[0], "pos": values[1],
                               "neg": values[2], "lr": float(schedule.lr[step]),
                               "momentum": float(schedule.momentum[step]), "grad_norm": values[3],
                               "images_per_s": ips, **collapse_monitors(out)}
+                    if knn_due:
+                        record["knn"] = monitor(model.encoder)  # the encoder goes back to train mode
                     metrics.write(record)
                     window_start, window_images = time.perf_counter(), 0
                     if bar is not None:
-                        bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}")
+                        knn = {"knn": f"{record['knn']:.3f}"} if "knn" in record else {}
+                        bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}", **knn)
                 if bar is not None:
                     bar.update(1)
                 if main and (done % t.checkpoint_every == 0 or done == total or sigterm.requested):

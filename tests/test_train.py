@@ -136,3 +136,45 @@ def test_export_slim_checkpoint_and_safetensors(tmp_path):
     weights = load_file(str(st))
     for k, v in a.state_dict().items():
         assert torch.equal(weights[k], v), k
+
+
+def test_online_knn_monitor_logs_and_leaves_training_untouched(tmp_path):
+    sets = ["steps=32", "log_every=10", "knn_train_size=200", "knn_test_size=100"]
+    pretrain(apply_overrides(preset("tiny"), sets + ["knn_every=1"]), tmp_path / "knn", log=lambda s: None)
+    pretrain(apply_overrides(preset("tiny"), sets), tmp_path / "plain", log=lambda s: None)
+    records = read_metrics(tmp_path / "knn")
+    knn = [(r["step"], r["knn"]) for r in records if "knn" in r]
+    assert [s for s, _ in knn] == [16, 32]  # every epoch of 256 / 16 steps, and at the end
+    assert all(0.0 <= a <= 1.0 for _, a in knn)
+    assert [r["step"] for r in records] == [10, 16, 20, 30, 32]
+    assert not any("knn" in r for r in read_metrics(tmp_path / "plain"))
+    a = torch.load(list_checkpoints(tmp_path / "knn")[-1], weights_only=True)["model"]
+    b = torch.load(list_checkpoints(tmp_path / "plain")[-1], weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the monitor draws nothing and changes nothing
+
+
+def test_online_knn_monitor_refuses_an_unlabeled_set(tmp_path):
+    from simlab.train import KnnMonitor
+    images = tmp_path / "imgs"
+    images.mkdir()
+    from PIL import Image
+    for i in range(4):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+    cfg = apply_overrides(preset("tiny"), ["knn_every=1", "knn_dataset=imagefolder", f"data_root={images}",
+                                           "dataset=imagefolder", "knn_train_size=4", "knn_test_size=4"])
+    with pytest.raises(ConfigError, match="knn_dataset"):
+        KnnMonitor(cfg)
+
+
+def test_online_knn_monitor_reads_a_labelled_folder_of_mixed_sizes(tmp_path):
+    from PIL import Image
+    from simlab.train import KnnMonitor
+    for c, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((18 + 4 * i, 22, 3), 60 * c + 10 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    cfg = apply_overrides(preset("tiny"), ["knn_every=1", "knn_dataset=imagefolder", f"data_root={tmp_path}",
+                                           "dataset=imagefolder", "knn_train_size=6", "knn_test_size=6"])
+    images, labels = KnnMonitor(cfg).splits["train"]
+    assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
