@@ -161,6 +161,8 @@ def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> di
     from .masking import keyed_masks
     from .views import GEOM_DRAWS, sample_geometry
     from .seeding import keyed_uniform, sample_keys
+    from .pipeline import objective_inputs
+    _, mask_kind, num_masked = objective_inputs(cfg)
     g = torch.Generator().manual_seed(0)
     S = cfg.data.image_size
     idx = torch.arange(batch_size)
@@ -168,20 +170,37 @@ def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> di
     batch = {"view1": torch.randn(batch_size, in_chans, S, S, generator=g),
              "view2": torch.randn(batch_size, in_chans, S, S, generator=g),
              "geom1": geoms[0], "geom2": geoms[1],
-             "mask": keyed_masks(0, 0, idx, cfg.grid, cfg.model.num_masked, cfg.model.mask_kind)}
+             "mask": keyed_masks(0, 0, idx, cfg.grid, num_masked, mask_kind)}
     from .pipeline import move_batch
     return move_batch(batch, torch.device(device))
+
+
+def count_flops(model, batch: dict, amp=None) -> float:
+    """FLOP of one training step's forward and backward (FlopCounterMode: matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    device = batch["view1"].device
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, _ = model(batch, momentum=0.996)
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def flop_per_image(cfg, batch_size: int = 8) -> float:
+    """FLOP per image of one training step of the configured objective (CPU, fp32)."""
+    from .train import build_model
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    return count_flops(model, synthetic_batch(cfg, batch_size)) / batch_size
 
 
 def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> dict:
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch,
     FLOP per image of forward + backward (FlopCounterMode), and utilisation against the matmul peak."""
-    from torch.utils.flop_counter import FlopCounterMode
-    from .model import SiM
-    from .train import autocast_dtype, param_groups
+    from .train import autocast_dtype, build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = SiM(cfg).to(dev).train()
+    model = build_model(cfg).to(dev).train()
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95),
                             **({"fused": True} if dev.type == "cuda" else {}))
     amp = autocast_dtype(cfg.train.precision, dev)
@@ -197,12 +216,8 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> di
         opt.zero_grad(set_to_none=True)
         sync()
 
-    with FlopCounterMode(display=False) as counter:
-        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = model(batch, momentum=0.996)
-        loss.backward()
+    flop_per_image = count_flops(model, batch, amp) / batch_size
     opt.zero_grad(set_to_none=True)
-    flop_per_image = counter.get_total_flops() / batch_size
     t = timed(step, repeats=repeats, warmup=2)
     peak = matmul_peak(amp or torch.float32, device=dev)
     ips = batch_size / t
@@ -226,7 +241,20 @@ def bench_train(quick: bool = False, presets=None, batch_size=None, device=None)
     return out
 
 
-BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train}
+def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=None, objectives=None,
+                overrides=()) -> dict:
+    """The paper's claim at small scale (simlab.claim): opt-in, about 1.5 hours on a 2-core CPU."""
+    from .claim import markdown_table, run_claim
+    if quick:  # a smoke test of the harness: tiny models and sets, one seed
+        kwargs = dict(preset_name="tiny", steps=steps or 4, seeds=seeds or (0,), train_size=200, test_size=100)
+    else:
+        kwargs = dict(preset_name="demo", steps=steps or 500, seeds=seeds or (0, 1, 2))
+    report = run_claim(Path(out), objectives=objectives or ("sim", "mae", "id"), overrides=overrides, **kwargs)
+    print(markdown_table(report["summary"]))
+    return {"hardware": hardware(), **{k: v for k, v in report.items() if k != "runs"}}
+
+
+BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim}
 
 
 def _table(name: str, res: dict, indent: str = "  ") -> str:
@@ -252,10 +280,18 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", action="append", help="train: preset(s) to measure (default: all)")
     parser.add_argument("--batch-size", type=int, help="train: batch size (default: per preset)")
     parser.add_argument("--device", help="train: cpu or cuda (default: cuda when available)")
+    parser.add_argument("--out", default="runs/claim", help="claim: folder of its runs (rerun to resume)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
+    parser.add_argument("--steps", type=int, help="claim: steps of every run (default: 500, equal for all)")
+    parser.add_argument("--objective", action="append", help="claim: objective(s) (default: sim mae id)")
+    parser.add_argument("--set", action="append", default=[], help="claim: key=value for every run")
     args = parser.parse_args(argv)
     kwargs = {}
     if args.name == "train":
         kwargs = {"presets": args.preset, "batch_size": args.batch_size, "device": args.device}
+    if args.name == "claim":
+        kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "objectives": args.objective,
+                  "overrides": args.set}
     res = BENCHMARKS[args.name](quick=args.quick, **kwargs)
     res["benchmark"] = args.name
     print(_table(args.name, res))

@@ -64,3 +64,15 @@ def test_views_benchmark_prints_json_last():
     for key in ("pairs_per_s_32px", "pairs_per_s_224px", "decode_per_s_500x375", "shapes_images_per_s"):
         assert res[key] > 0
     assert res["hardware"]["threads"] == 1
+
+
+def test_train_benchmark_counts_the_flop_of_every_objective():
+    from simlab.bench import bench_train, flop_per_image
+    from simlab.config import apply_overrides
+    from simlab.presets import preset
+    res = bench_train(quick=True, presets=["tiny"])["presets"]["tiny"]
+    assert res["images_per_s"] > 0 and 0 < res["utilisation"] < 1.5
+    flops = {o: flop_per_image(apply_overrides(preset("tiny"), [f"objective={o}"])) for o in ("sim", "mae", "id")}
+    assert flops["sim"] == res["flop_per_image"]
+    # SiM runs a decoder over every view-2 query and a full target pass: the dearest per image
+    assert flops["sim"] > flops["id"] > 0 and flops["sim"] > flops["mae"] > 0

@@ -1,0 +1,128 @@
+"""The paper's claim at small scale: SiM, MAE and ID with equal epochs, probed alike, several seeds.
+
+``python -m simlab.bench claim`` runs it (opt-in: about 1.5 hours on a 2-core CPU
+at the default size). Every pretraining run lives in its own folder under
+``--out`` and every probe result is cached beside it, so an interrupted claim
+run resumes where it stopped. Rows: each objective's mean ± std over seeds, a
+random-init encoder of the same architecture per seed, and raw pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import apply_overrides
+from .presets import preset
+
+METRICS = ("linear", "knn", "few_shot_5", "fg_bg_miou", "fg_iou", "class_miou")
+
+
+def probe_raw_pixels(train: dict, test: dict, patch: int, dense_train: int = 1000, seed: int = 0) -> dict:
+    """The raw-pixel row: flattened pixels through the shared head (LayerNorm without affine), and
+    per-patch pixels for the dense probe."""
+    from .probes import (dense_probe, few_shot, knn_accuracy, linear_probe, normalise, patch_labels,
+                         raw_pixel_tokens)
+    flat = lambda x: normalise(x.float().flatten(1) / 255)  # noqa: E731
+    ftr, fte = flat(train["images"]), flat(test["images"])
+    out = {"knn": knn_accuracy(ftr, train["labels"], fte, test["labels"]),
+           "linear": linear_probe(ftr, train["labels"], fte, test["labels"], seed=seed)["acc"]}
+    for n, res in few_shot(ftr, train["labels"], fte, test["labels"], seed=seed).items():
+        out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
+    if "masks" in train:
+        grid = train["images"].shape[-1] // patch
+        out.update(dense_probe(raw_pixel_tokens(train["images"][:dense_train], patch),
+                               patch_labels(train["masks"][:dense_train], grid),
+                               raw_pixel_tokens(test["images"], patch), patch_labels(test["masks"], grid)))
+    return out
+
+
+def _cached(path: Path, compute) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds: Sequence[int] = (0, 1, 2),
+              preset_name: str = "demo", steps: int = 500, train_size: int = 10_000, test_size: int = 2_000,
+              overrides: Sequence[str] = (), log=print) -> dict:
+    """Pretrain every (objective, seed), probe it, and probe random-init encoders and raw pixels."""
+    from .bench import flop_per_image
+    from .checkpoint import load_encoder
+    from .data import build_dataset
+    from .probes import probe_encoder, random_init_like
+    from .train import pretrain
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = apply_overrides(preset(preset_name), [f"steps={steps}", "progress=false", *overrides]).validate()
+    size = base.data.image_size
+    data = {split: build_dataset(base.data.dataset, split, base.data.data_root, image_size=size,
+                                 size=n if base.data.dataset == "shapes" else None, seed=0).tensors()
+            for split, n in (("train", train_size), ("test", test_size))}
+    data = {k: {name: t[:n] for name, t in v.items()}
+            for (k, v), n in zip(data.items(), (train_size, test_size))}
+    runs = []
+    for objective in objectives:
+        cfg = apply_overrides(base, [f"objective={objective}"]).validate()
+        gflop = flop_per_image(cfg) / 1e9
+        for seed in seeds:
+            run_dir = out / f"{objective}_seed{seed}"
+            cfg_seed = apply_overrides(cfg, [f"seed={seed}"]).validate()
+            start = time.perf_counter()
+            last = pretrain(cfg_seed, run_dir, log=lambda *_: None)
+            timing = _cached(run_dir / "claim_time.json",
+                             lambda: {"train_seconds": time.perf_counter() - start})
+            result = _cached(run_dir / "claim_probe.json",
+                             lambda: probe_encoder(load_encoder(last), data["train"], data["test"], cfg.grid))
+            runs.append({"row": objective, "seed": seed, "gflop_per_image": gflop,
+                         "train_gflop": gflop * steps * cfg.train.batch_size, **timing, **result})
+            log(f"{objective} seed {seed}: " + ", ".join(f"{k} {result[k]:.4f}" for k in METRICS if k in result))
+    for seed in seeds:  # one random-init encoder per seed, of the first objective's architecture
+        ckpts = sorted((out / f"{objectives[0]}_seed{seed}" / "checkpoints").glob("*.pt"))
+        fresh = random_init_like(load_encoder(ckpts[-1]), seed)
+        result = _cached(out / f"random_init_seed{seed}.json",
+                         lambda: probe_encoder(fresh, data["train"], data["test"], base.grid))
+        runs.append({"row": "random init", "seed": seed, **result})
+    raw = _cached(out / "raw_pixels.json", lambda: probe_raw_pixels(data["train"], data["test"],
+                                                                    base.model.patch_size))
+    runs.append({"row": "raw pixels", "seed": None, **raw})
+    summary = summarise(runs)
+    report = {"preset": preset_name, "steps": steps, "batch_size": base.train.batch_size, "seeds": list(seeds),
+              "train_size": train_size, "test_size": test_size, "overrides": list(overrides),
+              "runs": runs, "summary": summary}
+    (out / "claim.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def summarise(runs: list[dict]) -> dict:
+    """``{row: {metric: (mean, std)}}`` over seeds (std 0 for a single value)."""
+    rows: dict[str, dict] = {}
+    for r in runs:
+        rows.setdefault(r["row"], []).append(r)
+    out = {}
+    for name, rs in rows.items():
+        out[name] = {}
+        for key in (*METRICS, "train_seconds", "train_gflop"):
+            values = [r[key] for r in rs if key in r]
+            if values:
+                out[name][key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def markdown_table(summary: dict) -> str:
+    head = "| encoder | " + " | ".join(METRICS) + " | train min | train PFLOP |"
+    lines = [head, "|" + " --- |" * (len(METRICS) + 3)]
+    for name, stats in summary.items():
+        cells = [f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" if k in stats else "–" for k in METRICS]
+        t = f"{stats['train_seconds'][0] / 60:.1f}" if "train_seconds" in stats else "–"
+        f = f"{stats['train_gflop'][0] / 1e6:.2f}" if "train_gflop" in stats else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {t} | {f} |")
+    return "\n".join(lines)

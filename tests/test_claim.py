@@ -1,0 +1,29 @@
+"""The claim harness end to end at toy size (the real run is opt-in: python -m simlab.bench claim)."""
+
+import json
+
+from simlab.bench import main as bench_main
+from simlab.claim import METRICS, markdown_table
+
+
+def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, capsys):
+    out = tmp_path / "claim"
+    assert bench_main(["claim", "--quick", "--out", str(out), "--json"]) == 0
+    report = json.loads((out / "claim.json").read_text())
+    assert set(report["summary"]) == {"sim", "mae", "id", "random init", "raw pixels"}
+    for row, stats in report["summary"].items():
+        for key in METRICS:
+            assert 0.0 <= stats[key][0] <= 1.0, (row, key)
+    for objective in ("sim", "mae", "id"):
+        assert report["summary"][objective]["train_gflop"][0] > 0
+        assert (out / f"{objective}_seed0" / "COMPLETE").exists()
+    # equal training for every objective: the same steps and batch
+    assert {r["row"]: round(r["train_gflop"] / r["gflop_per_image"]) for r in report["runs"] if "train_gflop" in r} == \
+        {"sim": 4 * 16, "mae": 4 * 16, "id": 4 * 16}
+    first = report["summary"]
+    capsys.readouterr()
+    assert bench_main(["claim", "--quick", "--out", str(out)]) == 0  # everything cached: same numbers
+    again = json.loads((out / "claim.json").read_text())["summary"]
+    assert again == first
+    table = markdown_table(again)
+    assert table.count("\n") == 1 + len(first) and "raw pixels" in table
