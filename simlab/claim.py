@@ -99,7 +99,16 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
               "train_size": train_size, "test_size": test_size, "overrides": list(overrides),
               "runs": runs, "summary": summary}
     (out / "claim.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_plot(summary, out / "claim.png")
     return report
+
+
+def save_plot(summary: dict, path: Path) -> None:
+    from . import viz
+    plt = viz._pyplot()
+    fig = viz.plot_claim(summary)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summarise(runs: list[dict]) -> dict:

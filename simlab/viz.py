@@ -148,3 +148,23 @@ def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_ra
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_miou")):
+    """Bars of the claim table (mean ± std over seeds), one panel per metric; returns the figure."""
+    plt = _pyplot()
+    rows = list(summary)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes[0], metrics):
+        means = [summary[r][key][0] if key in summary[r] else float("nan") for r in rows]
+        stds = [summary[r][key][1] if key in summary[r] else 0.0 for r in rows]
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color=colours[:len(rows)])
+        ax.set_xticks(range(len(rows)), rows, rotation=35, ha="right", fontsize=8)
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        finite = [m for m in means if m == m]
+        if finite:
+            ax.set_ylim(min(finite) * 0.9, max(m + s for m, s in zip(means, stds) if m == m) * 1.05)
+    fig.tight_layout()
+    return fig

@@ -20,6 +20,7 @@ def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, caps
     # equal training for every objective: the same steps and batch
     assert {r["row"]: round(r["train_gflop"] / r["gflop_per_image"]) for r in report["runs"] if "train_gflop" in r} == \
         {"sim": 4 * 16, "mae": 4 * 16, "id": 4 * 16}
+    assert (out / "claim.png").stat().st_size > 10_000  # the figure of the table
     first = report["summary"]
     capsys.readouterr()
     assert bench_main(["claim", "--quick", "--out", str(out)]) == 0  # everything cached: same numbers
