@@ -178,18 +178,21 @@ def load_encoder(path) -> torch.nn.Module:
     interpolation); ``encoder.forward_features(x)`` takes a normalised batch at
     ``input_size`` and returns all tokens (B, 1 + N, D) without a final norm.
     """
-    from .vit import Encoder
     ckpt = load_checkpoint(path)
-    cfg = config_of(ckpt)
-    pre = ckpt["preprocess"]
-    m = cfg.model
-    encoder = Encoder(pre["input_size"], m.patch_size, pre["in_chans"], m.embed_dim, m.depth, m.num_heads,
-                      m.mlp_ratio, final_norm=cfg.train.objective == "mae")
+    encoder = build_encoder(config_of(ckpt), ckpt["preprocess"])
     prefix = "encoder."
-    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    encoder.load_state_dict(state)
-    encoder.preprocess = dict(pre)
-    encoder.config = cfg
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)})
+    return encoder
+
+
+def build_encoder(cfg: Config, preprocess: dict) -> torch.nn.Module:
+    """A freshly initialised encoder of a run's architecture, in eval mode, carrying
+    ``preprocess`` and ``config`` (MAE's keeps its final norm)."""
+    from .vit import Encoder
+    m = cfg.model
+    encoder = Encoder(preprocess["input_size"], m.patch_size, preprocess["in_chans"], m.embed_dim, m.depth,
+                      m.num_heads, m.mlp_ratio, final_norm=cfg.train.objective == "mae")
+    encoder.preprocess, encoder.config = dict(preprocess), cfg
     return encoder.eval()
 
 

@@ -26,14 +26,9 @@ METRICS = ("linear", "knn", "few_shot_5", "fg_bg_miou", "fg_iou", "class_miou")
 def probe_raw_pixels(train: dict, test: dict, patch: int, dense_train: int = 1000, seed: int = 0) -> dict:
     """The raw-pixel row: flattened pixels through the shared head (LayerNorm without affine), and
     per-patch pixels for the dense probe."""
-    from .probes import (dense_probe, few_shot, knn_accuracy, linear_probe, normalise, patch_labels,
-                         raw_pixel_tokens)
+    from .probes import dense_probe, global_probes, normalise, patch_labels, raw_pixel_tokens
     flat = lambda x: normalise(x.float().flatten(1) / 255)  # noqa: E731
-    ftr, fte = flat(train["images"]), flat(test["images"])
-    out = {"knn": knn_accuracy(ftr, train["labels"], fte, test["labels"]),
-           "linear": linear_probe(ftr, train["labels"], fte, test["labels"], seed=seed)["acc"]}
-    for n, res in few_shot(ftr, train["labels"], fte, test["labels"], seed=seed).items():
-        out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
+    out = global_probes(flat(train["images"]), flat(test["images"]), train["labels"], test["labels"], seed)
     if "masks" in train:
         grid = train["images"].shape[-1] // patch
         out.update(dense_probe(raw_pixel_tokens(train["images"][:dense_train], patch),
@@ -56,19 +51,14 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
     """Pretrain every (objective, seed), probe it, and probe random-init encoders and raw pixels."""
     from .bench import flop_per_image
     from .checkpoint import load_encoder
-    from .data import build_dataset
-    from .probes import probe_encoder, random_init_like
+    from .probes import labelled_split, probe_encoder, random_init_like
     from .train import pretrain
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = apply_overrides(preset(preset_name), [f"steps={steps}", "progress=false", *overrides]).validate()
-    size = base.data.image_size
-    data = {split: build_dataset(base.data.dataset, split, base.data.data_root, image_size=size,
-                                 size=n if base.data.dataset == "shapes" else None, seed=0).tensors()
+    data = {split: labelled_split(base.data.dataset, split, n, base.data.data_root, base.data.image_size)
             for split, n in (("train", train_size), ("test", test_size))}
-    data = {k: {name: t[:n] for name, t in v.items()}
-            for (k, v), n in zip(data.items(), (train_size, test_size))}
     runs = []
     for objective in objectives:
         cfg = apply_overrides(base, [f"objective={objective}"]).validate()

@@ -210,10 +210,7 @@ def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int 
     """
     ftr = normalise(extract_features(encoder, train["images"], pool))
     fte = normalise(extract_features(encoder, test["images"], pool))
-    out = {"knn": knn_accuracy(ftr, train["labels"], fte, test["labels"]),
-           "linear": linear_probe(ftr, train["labels"], fte, test["labels"], seed=seed)["acc"]}
-    for n, res in few_shot(ftr, train["labels"], fte, test["labels"], seed=seed).items():
-        out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
+    out = global_probes(ftr, fte, train["labels"], test["labels"], seed)
     if "masks" in train and "masks" in test:
         size = encoder.preprocess["input_size"]
         ttr = normalise(extract_tokens(encoder, train["images"][:dense_train]))
@@ -232,13 +229,41 @@ def _mask_at(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 def random_init_like(encoder, seed: int):
     """A freshly initialised encoder of the same architecture and preprocessing (the random-init baseline)."""
-    from .vit import Encoder
-    cfg, pre, m = encoder.config, encoder.preprocess, encoder.config.model
+    from .checkpoint import build_encoder
     torch.manual_seed(seed)
-    fresh = Encoder(pre["input_size"], m.patch_size, pre["in_chans"], m.embed_dim, m.depth, m.num_heads,
-                    m.mlp_ratio, final_norm=cfg.train.objective == "mae")
-    fresh.preprocess, fresh.config = dict(pre), cfg
-    return fresh.eval()
+    return build_encoder(encoder.config, encoder.preprocess)
+
+
+def labelled_split(name: str, split: str, n: int, data_root=None, image_size: int = 32, seed: int = 0,
+                   download: bool = False, field: str = "dataset") -> dict:
+    """The first ``n`` images (uint8; resized to ``image_size`` where they differ in size), labels
+    and, where the dataset has them, masks of a labelled dataset's split; an unlabeled one is a
+    configuration error of ``field``."""
+    from .config import ConfigError
+    from .data import build_dataset
+    ds = build_dataset(name, split, data_root, image_size=image_size, size=n if name == "shapes" else None,
+                       seed=seed, download=download)
+    try:
+        out = {k: v[:n] for k, v in ds.tensors().items() if k in ("images", "labels", "masks")}
+    except NotImplementedError:  # images of different sizes: load and resize one by one
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        out = {"labels": torch.as_tensor([int(it["label"]) for it in items]),
+               "images": torch.stack([F.interpolate(it["image"][None].float(), size=(image_size, image_size),
+                                                    mode="bilinear", antialias=True)[0] for it in items])
+               .round().clamp(0, 255).to(torch.uint8)}
+    if (out["labels"] < 0).any():
+        raise ConfigError(f"{field}: {name!r} has unlabeled images; name a labelled dataset")
+    return out
+
+
+def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, test_y: torch.Tensor,
+                  seed: int = 0) -> dict:
+    """k-NN, linear and few-shot accuracies of pooled, normalised features."""
+    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y),
+           "linear": linear_probe(ftr, train_y, fte, test_y, seed=seed)["acc"]}
+    for n, res in few_shot(ftr, train_y, fte, test_y, seed=seed).items():
+        out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
+    return out
 
 
 def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
@@ -250,7 +275,6 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     import time
 
     from .checkpoint import load_encoder, sha256_of
-    from .data import build_dataset
 
     start = time.perf_counter()
     encoder = load_encoder(path)
@@ -261,12 +285,8 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     dataset = dataset or cfg.data.dataset
     if dataset == cfg.data.dataset:  # the recorded data_root belongs to the pretraining dataset only
         data_root = data_root or cfg.data.data_root
-    splits = {}
-    for split, n in (("train", train_size), ("test", test_size)):
-        ds = build_dataset(dataset, split, data_root, image_size=size,
-                           size=n if dataset == "shapes" else None, seed=data_seed)
-        t = ds.tensors()
-        splits[split] = {k: v[:n] for k, v in t.items() if k in ("images", "labels", "masks")}
+    splits = {split: labelled_split(dataset, split, n, data_root, size, data_seed)
+              for split, n in (("train", train_size), ("test", test_size))}
     res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, seed=seed)
     return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
             else "pretrained", "random_init_seed": random_init, "dataset": dataset,

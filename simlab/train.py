@@ -191,15 +191,14 @@ class KnnMonitor:
     """
 
     def __init__(self, cfg: Config):
-        from .data import build_dataset
+        from .probes import labelled_split
         t, d = cfg.train, cfg.data
         name = t.knn_dataset or d.dataset
         root = d.data_root if name == d.dataset else None
         self.splits = {}
         for split, n in (("train", t.knn_train_size), ("test", t.knn_test_size)):
-            ds = build_dataset(name, split, root, image_size=d.image_size,
-                               size=n if name == "shapes" else None, seed=cfg.seed, download=d.download)
-            self.splits[split] = _labelled_subset(ds, n, d.image_size, name)
+            data = labelled_split(name, split, n, root, d.image_size, cfg.seed, d.download, field="knn_dataset")
+            self.splits[split] = (data["images"], data["labels"])
 
     def __call__(self, encoder) -> float:
         from .probes import extract_features, knn_accuracy, normalise
@@ -207,22 +206,6 @@ class KnnMonitor:
         ftr = normalise(extract_features(encoder, xtr))
         fte = normalise(extract_features(encoder, xte))
         return knn_accuracy(ftr, ytr, fte, yte)
-
-
-def _labelled_subset(ds, n: int, size: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images (uint8, resized to ``size`` when they vary) and labels of a dataset."""
-    try:
-        tensors = ds.tensors()
-        images, labels = tensors["images"][:n], tensors["labels"][:n]
-    except NotImplementedError:  # images of different sizes: load and resize one by one
-        items = [ds[i] for i in range(min(n, len(ds)))]
-        labels = torch.as_tensor([int(it["label"]) for it in items])
-        images = torch.stack([torch.nn.functional.interpolate(it["image"][None].float(), size=(size, size),
-                                                              mode="bilinear", antialias=True)[0]
-                              for it in items]).round().clamp(0, 255).to(torch.uint8)
-    if (labels < 0).any():
-        raise ConfigError(f"knn_dataset: {name!r} has unlabeled images; name a labelled dataset")
-    return images, labels
 
 
 class Terminated(SystemExit):
