@@ -64,7 +64,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     from .probes import probe_checkpoint
     res = probe_checkpoint(args.checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
-                           dataset=args.dataset)
+                           dataset=args.dataset, pool=args.pool)
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--random-init", type=int, metavar="SEED",
                    help="probe a freshly initialised encoder of the checkpoint's architecture instead")
+    p.add_argument("--pool", choices=("mean", "cls"), default="mean",
+                   help="global feature: mean of the patch tokens (default) or the cls token")
     p.set_defaults(func=_probe)
     return parser
 

@@ -268,10 +268,11 @@ def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, t
 
 def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
                      random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0,
-                     dataset: Optional[str] = None) -> dict:
+                     dataset: Optional[str] = None, pool: str = "mean") -> dict:
     """Probe a checkpoint's encoder (or, with ``random_init=SEED``, a fresh one of its architecture)
     on the first ``train_size`` / ``test_size`` images of a dataset's train and test splits (by
-    default its pretraining dataset); returns every number with the settings and the checkpoint's sha256."""
+    default its pretraining dataset), pooling patch tokens by ``pool`` ("mean" or "cls"); returns every
+    number with the settings and the checkpoint's sha256."""
     import time
 
     from .checkpoint import load_encoder, sha256_of
@@ -287,9 +288,9 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
         data_root = data_root or cfg.data.data_root
     splits = {split: labelled_split(dataset, split, n, data_root, size, data_seed)
               for split, n in (("train", train_size), ("test", test_size))}
-    res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, seed=seed)
+    res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, pool=pool, seed=seed)
     return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
-            else "pretrained", "random_init_seed": random_init, "dataset": dataset,
+            else "pretrained", "random_init_seed": random_init, "dataset": dataset, "pool": pool,
             "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
             "data_seed": data_seed, "probe_seed": seed, **{k: float(v) for k, v in res.items()},
             "seconds": time.perf_counter() - start}

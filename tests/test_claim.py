@@ -2,13 +2,15 @@
 
 import json
 
+from conftest import require_data
 from simlab.bench import main as bench_main
 from simlab.claim import METRICS, markdown_table
+from simlab.data import FASHION_MNIST_DIR
 
 
 def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, capsys):
-    out = tmp_path / "claim"
-    assert bench_main(["claim", "--quick", "--out", str(out), "--json"]) == 0
+    assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--json"]) == 0
+    out = tmp_path / "shapes"  # the default dataset, in its own folder
     report = json.loads((out / "claim.json").read_text())
     assert set(report["summary"]) == {"sim", "mae", "id", "random init", "raw pixels"}
     for row, stats in report["summary"].items():
@@ -23,8 +25,21 @@ def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, caps
     assert (out / "claim.png").stat().st_size > 10_000  # the figure of the table
     first = report["summary"]
     capsys.readouterr()
-    assert bench_main(["claim", "--quick", "--out", str(out)]) == 0  # everything cached: same numbers
+    assert bench_main(["claim", "--quick", "--out", str(tmp_path)]) == 0  # everything cached: same numbers
     again = json.loads((out / "claim.json").read_text())["summary"]
     assert again == first
     table = markdown_table(again)
     assert table.count("\n") == 1 + len(first) and "raw pixels" in table
+
+
+def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, capsys):
+    require_data(FASHION_MNIST_DIR.exists(), "install it with 'sudo apt-get install dataset-fashion-mnist'")
+    assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--datasets", "fashion-mnist",
+                       "--objective", "sim"]) == 0
+    report = json.loads((tmp_path / "fashion-mnist" / "claim.json").read_text())
+    assert set(report["summary"]) == {"sim", "random init", "raw pixels"}
+    config = json.loads((tmp_path / "fashion-mnist" / "sim_seed0" / "config.json").read_text())
+    assert config["data"]["dataset"] == "fashion-mnist"
+    # Fashion-MNIST's thresholded masks give the dense probe its foreground labels
+    assert 0.0 < report["summary"]["sim"]["fg_bg_miou"][0] <= 1.0
+    assert not (tmp_path / "shapes").exists()

@@ -31,7 +31,14 @@ def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
     assert rand["train_size"] == 200
     numbers = lambda r: (r["knn"], r["linear"], r["fg_bg_miou"], r["class_miou"])
     assert numbers(rand) != numbers(res)  # a different encoder was probed
-
+    capsys.readouterr()
+    assert main(["probe", "--checkpoint", str(ckpt), "--train-size", "200", "--test-size", "100",
+                 "--pool", "cls"]) == 0
+    cls = json.loads(capsys.readouterr().out)
+    assert cls["pool"] == "cls" and res["pool"] == "mean"
+    # the cls token is another global feature; the dense probe reads patch tokens either way
+    assert (cls["knn"], cls["linear"]) != (res["knn"], res["linear"])
+    assert (cls["fg_bg_miou"], cls["class_miou"]) == (res["fg_bg_miou"], res["class_miou"])
 
 
 def plain_weighted_knn(train, train_y, test, k, T):
