@@ -43,3 +43,14 @@ def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, caps
     # Fashion-MNIST's thresholded masks give the dense probe its foreground labels
     assert 0.0 < report["summary"]["sim"]["fg_bg_miou"][0] <= 1.0
     assert not (tmp_path / "shapes").exists()
+
+
+def test_logged_train_seconds_counts_each_step_once_across_a_resume(tmp_path):
+    from simlab.claim import logged_train_seconds
+    log = tmp_path / "metrics.jsonl"
+    # 8 images per step; steps 0-30 at 80 img/s, then a crash, a resume from step 20 that re-logs 30
+    # (replayed, not counted again) and goes on to 40 at 40 img/s
+    records = [(10, 80.0), (20, 80.0), (30, 80.0), (30, 40.0), (40, 40.0)]
+    log.write_text("".join(json.dumps({"step": s, "images_per_s": ips}) + "\n" for s, ips in records)
+                   + json.dumps({"step": 40, "knn": 0.5}) + "\n")
+    assert logged_train_seconds(log, batch_size=8) == 3 * 10 * 8 / 80 + 10 * 8 / 40
