@@ -168,3 +168,101 @@ def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_mio
             ax.set_ylim(min(finite) * 0.9, max(m + s for m, s in zip(means, stds) if m == m) * 1.05)
     fig.tight_layout()
     return fig
+
+
+def plot_geometry_stats(g1: ViewGeometry, g2: ViewGeometry):
+    """Histograms over a batch of view pairs: overlap (share of view 2 inside view 1), area ratio
+    view 2 / view 1 (log scale) and relative flip; returns the figure."""
+    plt = _pyplot()
+    overlap = overlap_fraction(g1, g2).numpy()
+    area = ((g2.height * g2.width) / (g1.height * g1.width)).numpy()
+    flip = (g1.flipped != g2.flipped).float().mean().item()
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.6))
+    axes[0].hist(overlap, bins=20, range=(0, 1), color=BOX_COLOURS[1])
+    axes[0].set_title(f"overlap (mean {overlap.mean():.0%}, none in {(overlap == 0).mean():.0%})", fontsize=9)
+    axes[1].hist(np.log2(area), bins=30, color=BOX_COLOURS[0])
+    axes[1].set_title("area ratio view 2 / view 1 (log2)", fontsize=9)
+    axes[2].bar(["same", "mirrored"], [1 - flip, flip], color=["grey", BOX_COLOURS[1]])
+    axes[2].set_title("relative flip", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dense_features(pair, i: int, grid: int, mean, std):
+    """One sample of a :class:`simlab.dense.DensePair`: the masked view 1, view 2, PCA colours of the
+    predicted and the target tokens (one joint PCA), and the per-patch cosine of prediction and target
+    with each view-2 patch's region marked (dot: visible under view 1, cross: masked, none: outside)."""
+    from .dense import MASKED, VISIBLE, pca_rgb
+    plt = _pyplot()
+    pred_rgb, target_rgb = pca_rgb(pair.pred[i], pair.target[i])
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+    axes[0].imshow(to_display(pair.view1[i], mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
+    shade = np.zeros((grid, grid, 4))
+    shade[pair.mask[i].reshape(grid, grid).numpy()] = (0, 0, 0, 0.6)
+    axes[0].imshow(shade, extent=(0, grid, grid, 0), interpolation="nearest")
+    axes[0].set_title("view 1, masked", fontsize=9)
+    axes[1].imshow(to_display(pair.view2[i], mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
+    axes[1].set_title("view 2", fontsize=9)
+    axes[2].imshow(pred_rgb.reshape(grid, grid, 3).numpy(), interpolation="nearest")
+    axes[2].set_title("predicted tokens (PCA→RGB)", fontsize=9)
+    axes[3].imshow(target_rgb.reshape(grid, grid, 3).numpy(), interpolation="nearest")
+    axes[3].set_title("target tokens (same PCA)", fontsize=9)
+    cos = pair.cosine[i].reshape(grid, grid).numpy()
+    im = axes[4].imshow(cos, cmap="RdYlGn", vmin=-1, vmax=1, interpolation="nearest")
+    regions = pair.regions[i].reshape(grid, grid).numpy()
+    for code, marker in ((VISIBLE, "."), (MASKED, "x")):
+        rr, cc = np.nonzero(regions == code)
+        axes[4].scatter(cc, rr, marker=marker, c="black", s=10, linewidths=0.8)
+    fig.colorbar(im, ax=axes[4], fraction=0.046)
+    axes[4].set_title("cosine(pred, target): · visible, × masked,\nblank = outside view 1", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention(view: torch.Tensor, attention: torch.Tensor, grid: int, mean, std):
+    """A view and its cls token's attention over the patches, per head of the last block.
+    attention: (heads, 1 + N, 1 + N) for this view."""
+    plt = _pyplot()
+    heads = attention.shape[0]
+    fig, axes = plt.subplots(1, heads + 1, figsize=(2.4 * (heads + 1), 2.6))
+    axes[0].imshow(to_display(view, mean, std), interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    for h in range(heads):
+        axes[h + 1].imshow(attention[h, 0, 1:].reshape(grid, grid).numpy(), cmap="magma", interpolation="nearest")
+        axes[h + 1].set_title(f"head {h}: cls → patches", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_correspondences(view1: torch.Tensor, view2: torch.Tensor, geometric: torch.Tensor, learned: torch.Tensor,
+                         grid: int, mean, std, every: int = 2):
+    """View 2 (left) and view 1 (right) with lines from view-2 patches to their view-1 match: green
+    where the learned nearest neighbour falls within one patch of the geometric truth, red elsewhere;
+    white circles mark the geometric match. geometric, learned: (N,) view-1 patch indices (-1 outside)."""
+    plt = _pyplot()
+    from matplotlib.patches import ConnectionPatch
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(to_display(view2, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
+    axes[1].imshow(to_display(view1, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
+    axes[0].set_title("view 2: patches", fontsize=9)
+    axes[1].set_title("view 1: learned match (line), truth (○)", fontsize=9)
+    for n in range(0, grid * grid, every):
+        if geometric[n] < 0:
+            continue
+        src = (n % grid + 0.5, n // grid + 0.5)
+        g, m = int(geometric[n]), int(learned[n])
+        ok = max(abs(g // grid - m // grid), abs(g % grid - m % grid)) <= 1
+        dst = (m % grid + 0.5, m // grid + 0.5)
+        fig.add_artist(ConnectionPatch(src, dst, "data", "data", axesA=axes[0], axesB=axes[1],
+                                       color="#2ca02c" if ok else "#d62728", lw=0.7, alpha=0.8))
+        axes[1].scatter([g % grid + 0.5], [g // grid + 0.5], s=18, facecolors="none", edgecolors="white", lw=0.7)
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
