@@ -167,6 +167,26 @@ def newest_valid(run_dir: Path, log=print) -> Optional[tuple[Path, dict]]:
     return None
 
 
+# The trained demo checkpoint committed with the repository (README "What the demo learns").
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "sim_demo_long.pt"
+
+
+def resolve_checkpoint(path=None) -> Path:
+    """A checkpoint file from a file, a run folder (its newest valid checkpoint) or None (the shipped
+    demo checkpoint); a clear error when there is none."""
+    if path is None:
+        path = SHIPPED_CHECKPOINT
+    path = Path(path)
+    if path.is_dir():
+        found = newest_valid(path, log=lambda *_: None)
+        if found is None:
+            raise CheckpointError(f"{path}: no valid checkpoint in {path / 'checkpoints'}")
+        return found[0]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    return path
+
+
 def config_of(ckpt: dict) -> Config:
     return Config.from_dict(json.loads(ckpt["config"]))
 

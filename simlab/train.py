@@ -263,8 +263,11 @@ class _StopOnSigterm:
         return False
 
 
-def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
+def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
+             on_metrics: Optional[Callable[[dict], None]] = None) -> Path:
     """Train into ``run_dir`` (resuming from its newest valid checkpoint); returns the last checkpoint.
+
+    ``on_metrics`` is called on rank 0 with every record written to ``metrics.jsonl`` (live curves).
 
     Under ``torchrun`` every rank calls this: the group is joined here, rank 0
     alone writes the run folder, and all ranks resume from the checkpoint rank 0 picked.
@@ -406,6 +409,8 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print) -> Path:
                     if knn_due:
                         record["knn"] = monitor(model.encoder)  # the encoder goes back to train mode
                     metrics.write(record)
+                    if on_metrics is not None:
+                        on_metrics(record)
                     window_start, window_images = time.perf_counter(), 0
                     if bar is not None:
                         knn = {"knn": f"{record['knn']:.3f}"} if "knn" in record else {}
