@@ -11,11 +11,12 @@ from typing import Optional, Sequence
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DatasetNotFound
+from .notebooks import ParameterError
 
 
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
-    demo.run(args.out, data_root=args.data_root, pretrain_steps=args.steps)
+    demo.run(args.out, data_root=args.data_root, pretrain_steps=args.steps, notebooks=not args.figures_only)
     return 0
 
 
@@ -73,15 +74,33 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    from .notebooks import parse_value, run_notebook
+    params = {key: parse_value(value) for key, value in args.p or []}
+    try:
+        out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=not args.quiet)
+    except Exception as e:  # papermill's execution error: the written notebook holds the failing cell
+        if type(e).__name__ != "PapermillExecutionError":
+            raise
+        print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {Path(args.out) / args.name}.ipynb",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simlab", description="Siamese Image Modeling workbench")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="the main job on the embedded dataset: view figures and a short SiM pretraining")
+    p = sub.add_parser("demo", help="the main job on the embedded dataset: view figures, then the notebooks "
+                                    "01 -> 04 (a short SiM pretraining, its dense features, probes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files, if not installed")
     p.add_argument("--steps", type=int, default=None,
-                   help="pretraining steps (default: the demo preset's; 0 draws the figures only)")
+                   help="pretraining steps (default: the demo preset's 250; 0 skips training and "
+                        "looks at the shipped checkpoint)")
+    p.add_argument("--figures-only", action="store_true", help="draw the static view figures, run no notebook")
     p.set_defaults(func=_demo)
 
     from .presets import PRESETS
@@ -105,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simlab: encoder weights as safetensors; checkpoint: the whole model "
                         "without optimizer state, for sharing")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("notebook", help="execute notebooks/NAME.ipynb with papermill into RUN_DIR/NAME.ipynb")
+    p.add_argument("name", help="00_tour, 01_view_geometry, 02_pretrain, 03_dense_features or 04_probes")
+    p.add_argument("--out", required=True, help="run folder (training the notebook starts goes to OUT/train)")
+    p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a parameter (Python literal, true/false, or a bare string); repeatable")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3, this interpreter's)")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    p.set_defaults(func=_notebook)
 
     p = sub.add_parser("probe", help="k-NN, linear, few-shot and dense probes of a checkpoint's frozen encoder")
     p.add_argument("--checkpoint", required=True)
@@ -131,6 +159,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         func = record(func)
     try:
         return func(args)
-    except (ConfigError, DatasetNotFound, CheckpointError) as e:
+    except (ConfigError, DatasetNotFound, CheckpointError, ParameterError) as e:
         print(f"simlab {args.command}: error: {e}", file=sys.stderr)
         return 2

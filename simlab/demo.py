@@ -1,10 +1,11 @@
-"""The README's main job on the embedded default: view figures, then a short SiM pretraining.
+"""The README's main job on the embedded default, through the notebooks.
 
-Writes under the output folder: PNGs of ``shapes`` samples with their masks,
+Writes under the output folder: PNGs of ``shapes`` samples with their masks and
 SiM view pairs (source with both boxes, masked view 1 with the view-2 patch
-centres, view 2) for a few ``shapes`` images and one Fashion-MNIST pair when
-that dataset is installed; then ``pretrain/``, a ``demo``-preset SiM run
-(resumed if interrupted, skipped if complete), and ``pretrain_metrics.png``.
+centres, view 2), one Fashion-MNIST pair when that dataset is installed; then
+the executed notebooks 01_view_geometry, 02_pretrain (a ``demo``-preset SiM
+run in ``train/``, resumed if interrupted, skipped if complete),
+03_dense_features and 04_probes, each with its figures.
 """
 
 from __future__ import annotations
@@ -42,33 +43,24 @@ def view_pair_figures(out_dir: Path, dataset: str = "shapes", indices=(0, 1, 2, 
     return paths
 
 
-def pretrain_demo(out: Path, steps: int | None = None) -> list[Path]:
-    """The ``demo`` preset into ``out/pretrain`` and a plot of its metrics; returns the paths written."""
+def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | None = None,
+        probe_sizes: tuple[int, int] = (5000, 1000), kernel: str = "python3",
+        notebooks: bool = True) -> list[Path]:
+    """The main job: static view figures, then the notebooks 01 -> 02 -> 03 -> 04 executed into ``out``.
+
+    02 pretrains the ``demo`` preset into ``out/train`` (``pretrain_steps`` overrides its 250 steps;
+    0 skips it, and 03/04 then use the shipped checkpoint; ``notebooks=False`` draws the static figures only); 03 looks at that run's dense features and
+    04 probes it next to the shipped ``demo-long`` checkpoint and a random-init encoder.
+    ``COMPLETE`` is written last; ``demo_times.json`` holds each part's wall time."""
     import json
 
-    from .checkpoint import load_encoder
-    from .presets import preset
-    from .train import pretrain
+    from .checkpoint import SHIPPED_CHECKPOINT
+    from .notebooks import run_notebook
 
-    cfg = preset("demo")
-    if steps is not None:
-        cfg.train.steps = steps
-    run_dir = out / "pretrain"
-    last = pretrain(cfg, run_dir)
-    encoder = load_encoder(last)  # the checkpoint must load as users will load it
-    print(f"encoder: {sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M parameters, "
-          f"preprocessing {encoder.preprocess}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    plt = viz._pyplot()
-    fig = viz.plot_metrics(records)
-    fig.savefig(out / "pretrain_metrics.png", dpi=110)
-    plt.close(fig)
-    return [last, out / "pretrain_metrics.png"]
-
-
-def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | None = None) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "COMPLETE").unlink(missing_ok=True)
+    times: dict[str, float] = {}
     start = time.perf_counter()
     plt = viz._pyplot()
     ds = build_dataset("shapes", "train", size=40)
@@ -82,9 +74,26 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
         paths += view_pair_figures(out, "fashion-mnist", indices=(0,), image_size=28, data_root=data_root)
     except DatasetNotFound as e:
         print(f"skipping the Fashion-MNIST figure: {e}")
-    if pretrain_steps != 0:
-        paths += pretrain_demo(out, pretrain_steps)
+    times["figures"] = time.perf_counter() - start
+
+    trained = pretrain_steps != 0
+    checkpoint = str(out / "train") if trained else None
+    compare = [str(out / "train"), str(SHIPPED_CHECKPOINT)] if trained else [str(SHIPPED_CHECKPOINT)]
+    chain = [("01_view_geometry", {}),
+             ("02_pretrain", {"steps": pretrain_steps}) if trained else None,
+             ("03_dense_features", {"checkpoint": checkpoint}),
+             ("04_probes", {"checkpoints": compare, "train_size": probe_sizes[0], "test_size": probe_sizes[1]})]
+    for name, params in filter(None, chain if notebooks else []):
+        t0 = time.perf_counter()
+        print(f"running notebook {name} ...", flush=True)
+        paths.append(run_notebook(name, out, params, kernel=kernel, progress=False, mark_complete=False))
+        times[name] = time.perf_counter() - t0
+        print(f"  {name}: {times[name]:.0f} s", flush=True)
+    times["total"] = time.perf_counter() - start
+    (out / "demo_times.json").write_text(json.dumps(times, indent=2) + "\n")
+    paths += sorted(p for p in out.glob("*.png") if p not in paths)
+    (out / "COMPLETE").write_text("demo\n")
     for p in paths:
         print(f"wrote {p}")
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    print(f"demo finished in {times['total']:.1f} s")
     return paths

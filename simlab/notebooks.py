@@ -1,0 +1,246 @@
+"""The notebooks as experiments: their parameters, validated, and a papermill runner.
+
+Each notebook in ``notebooks/`` has one cell tagged ``parameters`` (literals
+only) and, right after it, a cell calling :func:`check_parameters`. Papermill
+only warns about a name the notebook does not declare and injects any value it
+is given; :func:`check_parameters` makes an unknown name, a wrong type, a NaN
+or an out-of-range value fail at once with a message naming the parameter,
+before any heavy cell runs. :func:`run_notebook` (``simlab notebook``) checks
+the same things before it even starts a kernel.
+
+Papermill is imported only inside :func:`run_notebook`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Optional
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+class ParameterError(ValueError):
+    """A notebook parameter that is unknown, of the wrong type or out of range."""
+
+
+class Param(NamedTuple):
+    kind: str  # "int", "float", "str", "bool", "list[str]"; a trailing "?" allows None
+    check: Optional[Callable[[Any], Optional[str]]] = None  # returns what is wrong, or None
+    help: str = ""
+
+
+def at_least(lo):
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def between(lo, hi):
+    return lambda v: None if lo <= v <= hi else f"must be in [{lo}, {hi}]"
+
+
+def one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
+
+
+def _preset_name(v):
+    from .presets import PRESETS
+    return None if v in PRESETS else f"unknown preset; choose one of {', '.join(PRESETS)}"
+
+
+_COMMON = {"run_dir": Param("str", help="folder for this notebook's figures and runs")}
+
+PARAMETERS: dict[str, dict[str, Param]] = {
+    "00_tour": {
+        **_COMMON,
+        "preset": Param("str", _preset_name, "model and data of the short runs"),
+        "steps": Param("int", at_least(1), "SiM pretraining steps of the short run"),
+        "baseline_steps": Param("int", at_least(0), "steps of the MAE and ID runs (0 skips them)"),
+        "probe_train": Param("int", at_least(10), "labelled images the probes train on"),
+        "probe_test": Param("int", at_least(10), "labelled test images"),
+        "seed": Param("int", at_least(0), "pretraining seed"),
+    },
+    "01_view_geometry": {
+        **_COMMON,
+        "dataset": Param("str", help="source images"),
+        "data_root": Param("str?", help="folder of the dataset, if it needs one"),
+        "index": Param("int", at_least(0), "which image"),
+        "source_size": Param("int", at_least(8), "side of the source image (shapes renders at it)"),
+        "view_size": Param("int", at_least(8), "side of each view"),
+        "patch_size": Param("int", at_least(1), "patch side; view_size / patch_size patches per row"),
+        "mask_ratio": Param("float", between(0.0, 0.95), "share of view-1 patches masked"),
+        "stats_batch": Param("int", at_least(16), "view pairs in the histograms"),
+        "seed": Param("int", at_least(0), "augmentation seed"),
+    },
+    "02_pretrain": {
+        **_COMMON,
+        "preset": Param("str", _preset_name, "starting configuration"),
+        "dataset": Param("str?", help="override the preset's dataset"),
+        "data_root": Param("str?", help="folder of the dataset"),
+        "steps": Param("int?", at_least(1), "optimizer steps (None: the preset's length)"),
+        "epochs": Param("float?", lambda v: None if v > 0 else "must be > 0", "epochs instead of steps"),
+        "seed": Param("int", at_least(0), "run seed"),
+        "overrides": Param("list[str]", help="config overrides 'key=value', as simlab pretrain --set"),
+    },
+    "03_dense_features": {
+        **_COMMON,
+        "checkpoint": Param("str?", help="a checkpoint or run folder (None: the demo checkpoint shipped in the repo)"),
+        "dataset": Param("str?", help="images to look at (None: the checkpoint's dataset)"),
+        "data_root": Param("str?", help="folder of that dataset"),
+        "indices": Param("list[int]", help="image indices of the test split"),
+        "seed": Param("int", at_least(0), "views and masks seed"),
+    },
+    "04_probes": {
+        **_COMMON,
+        "checkpoints": Param("list[str]", help="checkpoints or run folders (empty: the shipped demo checkpoint)"),
+        "random_init": Param("bool", help="add a random-init encoder of the first checkpoint's architecture"),
+        "dataset": Param("str?", help="labelled dataset (None: each checkpoint's own)"),
+        "data_root": Param("str?", help="folder of that dataset"),
+        "train_size": Param("int", at_least(10), "labelled train images"),
+        "test_size": Param("int", at_least(10), "test images"),
+        "claim_dir": Param("str?", help="a 'python -m simlab.bench claim' folder whose table to show"),
+    },
+}
+
+
+def _type_error(kind: str, value) -> Optional[str]:
+    base = kind.rstrip("?")
+    if value is None:
+        return None if kind.endswith("?") else "must not be None"
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return f"must be finite, got {value}"
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base.startswith("list["):
+        item = base[5:-1]
+        return None if isinstance(value, (list, tuple)) and all(_type_error(item, v) is None for v in value) \
+            else f"must be a list of {item}, got {value!r}"
+    else:
+        raise ValueError(f"unknown parameter kind {kind!r}")
+    return None if ok else f"must be {base}{' or None' if kind.endswith('?') else ''}, got {value!r}"
+
+
+def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
+    """The declared parameters of ``notebook`` taken from ``values``, checked; raises ParameterError
+    naming the first bad one (including any name in ``injected`` the notebook does not declare)."""
+    if notebook not in PARAMETERS:
+        raise ParameterError(f"unknown notebook {notebook!r}; choose one of {', '.join(PARAMETERS)}")
+    spec = PARAMETERS[notebook]
+    for name in injected:
+        if name not in spec:
+            raise ParameterError(f"parameter {name!r}: {notebook} has no such parameter; "
+                                 f"it takes {', '.join(sorted(spec))}")
+    out = {}
+    for name, p in spec.items():
+        if name not in values:
+            raise ParameterError(f"parameter {name!r}: missing")
+        value = values[name]
+        problem = _type_error(p.kind, value)
+        if problem is None and value is not None and p.check is not None:
+            problem = p.check(value)
+        if problem:
+            raise ParameterError(f"parameter {name!r}: {problem}")
+        out[name] = value
+    if notebook == "02_pretrain":
+        pretrain_config(out)  # the config's own validation, with the parameter's name in its message
+    return out
+
+
+def pretrain_config(params: dict):
+    """02_pretrain's parameters as a validated Config (the same precedence as ``simlab pretrain``)."""
+    from .config import ConfigError, apply_overrides
+    from .presets import preset
+    cfg = preset(params["preset"])
+    named = {k: params[k] for k in ("dataset", "data_root", "epochs", "steps", "seed") if params[k] is not None}
+    try:
+        apply_overrides(cfg, named)
+        if params["epochs"] is not None and params["steps"] is None:
+            cfg.train.steps = None  # epochs asked for: the preset's step count gives way
+        apply_overrides(cfg, list(params["overrides"]))
+        return cfg.validate()
+    except ConfigError as e:
+        field = str(e).split(":")[0]  # the config names the field first
+        owner = field if field in named and not any(o.split("=")[0].split(".")[-1] == field
+                                                    for o in params["overrides"]) else "overrides"
+        raise ParameterError(f"parameter {owner!r}: {e}") from None
+
+
+def injected_names(history: Iterable[str]) -> list[str]:
+    """Names assigned by papermill's injected cell (its source starts with '# Parameters'), the newest one."""
+    for source in reversed(list(history)):
+        if source.lstrip().startswith("# Parameters"):
+            tree = ast.parse(source)
+            return [t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def check_parameters(notebook: str, namespace: dict) -> dict:
+    """Called by each notebook's second code cell with ``globals()``: the validated parameters.
+
+    In IPython it also reads the cell history, so a name papermill injected but the notebook does not
+    declare is an error rather than papermill's warning."""
+    history = namespace.get("In", [])
+    return validate(notebook, namespace, injected_names(history))
+
+
+def parse_value(text: str):
+    """A ``-p key value`` value: a Python literal where it parses as one, 'true'/'false' as bools,
+    else the string itself (so paths need no quotes)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def notebook_path(name: str) -> Path:
+    name = name.removesuffix(".ipynb")
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    if name not in PARAMETERS or not path.exists():
+        raise ParameterError(f"unknown notebook {name!r}; choose one of {', '.join(PARAMETERS)}")
+    return path
+
+
+def defaults(name: str) -> dict:
+    """The values of a notebook's ``parameters`` cell."""
+    import json
+    nb = json.loads(notebook_path(name).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    namespace: dict = {}
+    exec("".join(cells[0]["source"]), {}, namespace)  # literals only (a test checks it)
+    return namespace
+
+
+def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str = "python3",
+                 progress: bool = True, mark_complete: bool = True) -> Path:
+    """Execute ``notebooks/NAME.ipynb`` into ``RUN_DIR/NAME.ipynb`` with papermill.
+
+    The parameters (the notebook's defaults, then ``params``, then ``run_dir``) are validated before a
+    kernel starts. ``COMPLETE`` is written in ``run_dir`` only on success; a failing cell raises
+    papermill's PapermillExecutionError, and the written notebook keeps the error cell."""
+    import papermill
+
+    path = notebook_path(name)
+    name = path.stem
+    run_dir = Path(run_dir)
+    given = dict(params or {})
+    if "run_dir" in given:
+        raise ParameterError("parameter 'run_dir': set by --out, not by -p")
+    given["run_dir"] = str(run_dir)
+    validate(name, {**defaults(name), **given}, injected=given)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "COMPLETE").unlink(missing_ok=True)
+    out = run_dir / f"{name}.ipynb"
+    papermill.execute_notebook(str(path), str(out), parameters=given, kernel_name=kernel,
+                               progress_bar=progress, cwd=None)
+    if mark_complete:
+        (run_dir / "COMPLETE").write_text(f"{name}\n")
+    return out
