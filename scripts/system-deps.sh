@@ -3,7 +3,7 @@
 # (apt-get with root or password-less sudo). Where it cannot, the tests that
 # need them skip with a message saying how to get them (and fail under CI=true).
 set -u
-packages=(dataset-fashion-mnist)
+packages=(dataset-fashion-mnist chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
