@@ -82,7 +82,8 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
     chain = [("01_view_geometry", {}),
              ("02_pretrain", {"steps": pretrain_steps}) if trained else None,
              ("03_dense_features", {"checkpoint": checkpoint}),
-             ("04_probes", {"checkpoints": compare, "train_size": probe_sizes[0], "test_size": probe_sizes[1]})]
+             ("04_probes", {"checkpoints": compare, "train_size": probe_sizes[0], "test_size": probe_sizes[1],
+                           "raw_pixels": False})]  # raw pixels cost 3 CPU minutes; the claim table has them
     for name, params in filter(None, chain if notebooks else []):
         t0 = time.perf_counter()
         print(f"running notebook {name} ...", flush=True)

@@ -94,6 +94,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         **_COMMON,
         "checkpoints": Param("list[str]", help="checkpoints or run folders (empty: the shipped demo checkpoint)"),
         "random_init": Param("bool", help="add a random-init encoder of the first checkpoint's architecture"),
+        "raw_pixels": Param("bool", help="add raw pixels as a baseline (minutes at thousands of images)"),
         "dataset": Param("str?", help="labelled dataset (None: each checkpoint's own)"),
         "data_root": Param("str?", help="folder of that dataset"),
         "train_size": Param("int", at_least(10), "labelled train images"),

@@ -134,3 +134,19 @@ def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     assert Path(probes[0]["checkpoint"]) == ckpt and probes[0]["train_size"] == 300
     times = json.loads((out / "demo_times.json").read_text())
     assert times["total"] >= times["02_pretrain"] > 0
+
+
+def test_probes_notebook_with_raw_pixels_and_a_claim_table(tmp_path):
+    from simlab.bench import main as bench_main
+    assert bench_main(["claim", "--quick", "--out", str(tmp_path / "claim"), "--objective", "sim"]) == 0
+    run = tmp_path / "probes"
+    assert main(["notebook", "04_probes", "--out", str(run), "--quiet", "-p", "random_init", "false",
+                 "-p", "train_size", "200", "-p", "test_size", "100",
+                 "-p", "claim_dir", str(tmp_path / "claim" / "shapes")]) == 0
+    probes = json.loads((run / "probes.json").read_text())
+    assert [r["encoder"] for r in probes] == ["pretrained"]  # the shipped checkpoint alone
+    executed = json.loads((run / "04_probes.ipynb").read_text())
+    outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "raw pixels on shapes" in text
+    assert any("| sim |" in "".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)  # the claim table
