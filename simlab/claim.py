@@ -130,11 +130,17 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    head = "| encoder | " + " | ".join(METRICS) + " | train min | train PFLOP |"
-    lines = [head, "|" + " --- |" * (len(METRICS) + 3)]
+    """The summary as a markdown table; the training columns only where some row trained."""
+    trained = any("train_seconds" in stats for stats in summary.values())
+    extra = " train min | train PFLOP |" if trained else ""
+    head = "| encoder | " + " | ".join(METRICS) + " |" + extra
+    lines = [head, "|" + " --- |" * (len(METRICS) + 1 + 2 * trained)]
     for name, stats in summary.items():
         cells = [f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" if k in stats else "–" for k in METRICS]
-        t = f"{stats['train_seconds'][0] / 60:.1f}" if "train_seconds" in stats else "–"
-        f = f"{stats['train_gflop'][0] / 1e6:.2f}" if "train_gflop" in stats else "–"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {t} | {f} |")
+        line = f"| {name} | " + " | ".join(cells) + " |"
+        if trained:
+            t = f"{stats['train_seconds'][0] / 60:.1f}" if "train_seconds" in stats else "–"
+            f = f"{stats['train_gflop'][0] / 1e6:.2f}" if "train_gflop" in stats else "–"
+            line += f" {t} | {f} |"
+        lines.append(line)
     return "\n".join(lines)

@@ -123,13 +123,25 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return correct / len(test)
 
 
+def _fit_logistic(x: np.ndarray, y: np.ndarray, C: float, max_iter: int):
+    """A fitted LogisticRegression and whether L-BFGS converged within ``max_iter`` (reported in the
+    results instead of a warning per fit)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(x, y)
+    return clf, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  cs=(0.01, 0.1, 1.0, 10.0), seed: int = 0, max_iter: int = 500) -> dict:
     """Multinomial logistic regression on standardised features, C chosen on a held-out fifth of train.
 
-    Returns ``{"acc", "C"}``; the final model is refit on all of train with the chosen C.
+    Returns ``{"acc", "C", "converged"}``; the final model is refit on all of train with the chosen C.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     xtr, ytr = train_x.numpy(), train_y.numpy()
     rng = np.random.default_rng(seed)
@@ -139,12 +151,13 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     best = (-1.0, cs[0])
     for c in cs:
         scaler = StandardScaler().fit(xtr[fit])
-        clf = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(xtr[fit]), ytr[fit])
+        clf, _ = _fit_logistic(scaler.transform(xtr[fit]), ytr[fit], c, max_iter)
         acc = clf.score(scaler.transform(xtr[val]), ytr[val])
         best = max(best, (acc, c))
     scaler = StandardScaler().fit(xtr)
-    clf = LogisticRegression(C=best[1], max_iter=max_iter).fit(scaler.transform(xtr), ytr)
-    return {"acc": float(clf.score(scaler.transform(test_x.numpy()), test_y.numpy())), "C": best[1]}
+    clf, converged = _fit_logistic(scaler.transform(xtr), ytr, best[1], max_iter)
+    return {"acc": float(clf.score(scaler.transform(test_x.numpy()), test_y.numpy())), "C": best[1],
+            "converged": converged}
 
 
 def patch_labels(masks: torch.Tensor, grid: int) -> torch.Tensor:
@@ -174,9 +187,8 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
 
     Reports the class-agnostic foreground/background mIoU (a binary classifier,
     where spatial sensitivity shows), its foreground IoU, and the class-aware
-    mIoU (a classifier over background + classes).
+    mIoU (a classifier over background + classes); ``dense_converged`` says whether both fits converged.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     D = train_tokens.shape[-1]
     xtr = train_tokens.reshape(-1, D).numpy()
@@ -184,12 +196,12 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
     ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
     scaler = StandardScaler().fit(xtr)
     xtr, xte = scaler.transform(xtr), scaler.transform(xte)
-    fg = LogisticRegression(C=C, max_iter=max_iter).fit(xtr, ytr > 0).predict(xte)
-    binary = iou_scores(fg.astype(int), (yte > 0).astype(int), (0, 1))
-    classes = LogisticRegression(C=C, max_iter=max_iter).fit(xtr, ytr).predict(xte)
-    per_class = iou_scores(classes, yte, np.unique(np.concatenate([ytr, yte])))
+    fg_clf, ok_fg = _fit_logistic(xtr, ytr > 0, C, max_iter)
+    binary = iou_scores(fg_clf.predict(xte).astype(int), (yte > 0).astype(int), (0, 1))
+    cls_clf, ok_cls = _fit_logistic(xtr, ytr, C, max_iter)
+    per_class = iou_scores(cls_clf.predict(xte), yte, np.unique(np.concatenate([ytr, yte])))
     return {"fg_bg_miou": float(np.mean(list(binary.values()))), "fg_iou": float(binary.get(1, 0.0)),
-            "class_miou": float(np.mean(list(per_class.values())))}
+            "class_miou": float(np.mean(list(per_class.values()))), "dense_converged": ok_fg and ok_cls}
 
 
 def raw_pixel_tokens(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -259,8 +271,9 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
 def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, test_y: torch.Tensor,
                   seed: int = 0) -> dict:
     """k-NN, linear and few-shot accuracies of pooled, normalised features."""
-    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y),
-           "linear": linear_probe(ftr, train_y, fte, test_y, seed=seed)["acc"]}
+    linear = linear_probe(ftr, train_y, fte, test_y, seed=seed)
+    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y), "linear": linear["acc"],
+           "linear_converged": linear["converged"]}
     for n, res in few_shot(ftr, train_y, fte, test_y, seed=seed).items():
         out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
     return out
@@ -292,7 +305,7 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
             else "pretrained", "random_init_seed": random_init, "dataset": dataset, "pool": pool,
             "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
-            "data_seed": data_seed, "probe_seed": seed, **{k: float(v) for k, v in res.items()},
+            "data_seed": data_seed, "probe_seed": seed, **{k: v if isinstance(v, bool) else float(v) for k, v in res.items()},
             "seconds": time.perf_counter() - start}
 
 
@@ -302,7 +315,6 @@ def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
 
     Returns ``{n: {"mean", "std", "accs"}}``; draw ``d`` of ``n`` shots is keyed by ``(seed, n, d)``.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     xtr, ytr, xte, yte = train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy()
     classes = np.unique(ytr)
@@ -313,7 +325,7 @@ def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
             rng = np.random.default_rng([seed, n, d])
             pick = np.concatenate([rng.choice(np.flatnonzero(ytr == c), n, replace=False) for c in classes])
             scaler = StandardScaler().fit(xtr[pick])
-            clf = LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(xtr[pick]), ytr[pick])
+            clf, _ = _fit_logistic(scaler.transform(xtr[pick]), ytr[pick], C, 1000)
             accs.append(float(clf.score(scaler.transform(xte), yte)))
         out[n] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "accs": accs}
     return out

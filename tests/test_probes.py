@@ -143,3 +143,13 @@ def test_cli_probe_on_another_dataset_aligns_masks_with_the_encoder_input(tmp_pa
     res = json.loads(capsys.readouterr().out)
     assert res["dataset"] == "fashion-mnist" and res["train_size"] == 300
     assert 0.0 <= res["fg_bg_miou"] <= 1.0 and res["linear"] > 0.2  # 28 px grey resized to the 16 px encoder
+
+
+def test_linear_probe_reports_convergence_instead_of_warning(recwarn):
+    from simlab.probes import linear_probe
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(400) % 4
+    x = torch.randn(4, 30, generator=g)[y] + torch.randn(400, 30, generator=g)
+    assert linear_probe(x[:300], y[:300], x[300:], y[300:])["converged"] is True
+    assert linear_probe(x[:300], y[:300], x[300:], y[300:], max_iter=2)["converged"] is False
+    assert not [w for w in recwarn if "converge" in str(w.message)]
