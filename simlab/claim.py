@@ -132,7 +132,7 @@ def summarise(runs: list[dict]) -> dict:
 def markdown_table(summary: dict) -> str:
     """The summary as a markdown table; the training columns only where some row trained."""
     trained = any("train_seconds" in stats for stats in summary.values())
-    extra = " train min | train PFLOP |" if trained else ""
+    extra = " train min | train TFLOP |" if trained else ""
     head = "| encoder | " + " | ".join(METRICS) + " |" + extra
     lines = [head, "|" + " --- |" * (len(METRICS) + 1 + 2 * trained)]
     for name, stats in summary.items():
@@ -140,7 +140,7 @@ def markdown_table(summary: dict) -> str:
         line = f"| {name} | " + " | ".join(cells) + " |"
         if trained:
             t = f"{stats['train_seconds'][0] / 60:.1f}" if "train_seconds" in stats else "–"
-            f = f"{stats['train_gflop'][0] / 1e6:.2f}" if "train_gflop" in stats else "–"
+            f = f"{stats['train_gflop'][0] / 1e3:.1f}" if "train_gflop" in stats else "–"
             line += f" {t} | {f} |"
         lines.append(line)
     return "\n".join(lines)

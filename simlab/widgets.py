@@ -233,5 +233,6 @@ class LiveCurves:
         self._last = time.monotonic()
         return png
 
-    def close(self):
-        return self.draw()
+    def close(self) -> None:
+        """The final redraw, with every record."""
+        self.draw()
