@@ -9,6 +9,7 @@ the new one, never a partial one), and then its sha256 is written beside it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,16 +95,53 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# Test hook: fail a checkpoint write after this many bytes, as a full disk would (None: never).
+_FAIL_AFTER_BYTES: Optional[int] = None
+
+
+class _LimitedFile:
+    """A binary file whose writes fail with ENOSPC once ``_FAIL_AFTER_BYTES`` have been written."""
+
+    def __init__(self, f, limit: int):
+        self.f, self.left = f, limit
+
+    def write(self, data) -> int:
+        n = len(memoryview(data).cast("B"))
+        if n > self.left:
+            self.f.write(bytes(memoryview(data).cast("B")[:self.left]))
+            self.left = 0
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        self.left -= n
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _open_tmp(path: Path):
+    f = open(path, "wb")
+    return (f, _LimitedFile(f, _FAIL_AFTER_BYTES)) if _FAIL_AFTER_BYTES is not None else (f, f)
+
+
 def save_atomic(obj: dict, path: Path) -> str:
-    """Write ``obj`` to ``path`` atomically, then ``path.sha256``; returns the digest."""
+    """Write ``obj`` to ``path`` atomically, then ``path.sha256``; returns the digest.
+
+    The bytes go to a hidden temporary file that is fsynced and then renamed over ``path``, so a file
+    under a final name is always complete; a failed write (full disk, read-only folder) removes the
+    temporary file, leaves every earlier checkpoint as it was, and raises CheckpointError."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        f, out = _open_tmp(tmp)
+        with f:
+            torch.save(obj, out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns a failed write into a RuntimeError
+        cause = e.__context__ if isinstance(e, RuntimeError) and isinstance(e.__context__, OSError) else e
+        raise CheckpointError(f"{path}: could not write the checkpoint ({cause}); earlier checkpoints are "
+                              f"untouched") from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -111,8 +149,12 @@ def save_atomic(obj: dict, path: Path) -> str:
     digest = sha256_of(path)
     side = path.with_name(path.name + ".sha256")
     side_tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-    side_tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(side_tmp, side)
+    try:
+        side_tmp.write_text(f"{digest}  {path.name}\n")
+        os.replace(side_tmp, side)
+    except OSError as e:  # the checkpoint is whole; without its digest it is still loadable
+        side_tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{side}: could not write the digest ({e})") from e
     _fsync_dir(path.parent)
     return digest
 

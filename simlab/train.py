@@ -216,12 +216,13 @@ class Terminated(SystemExit):
         self.step = step
 
 
-_FAULT_KINDS = ("raise", "nan", "kill")
+_FAULT_KINDS = ("raise", "nan", "inf", "grad_nan", "kill")
 
 
 def _fault_hook(step: int, rank: int) -> Optional[str]:
     """Test hook: ``SIMLAB_FAULT=RANK:STEP:KIND`` injects a fault on one rank at one step (first attempt
-    only, so a run restarted by ``torchrun --max-restarts`` finishes). KIND: raise | nan | kill."""
+    only, so a run restarted by ``torchrun --max-restarts`` finishes). KIND: raise | nan | inf (in the loss)
+    | grad_nan (in one gradient, after backward) | kill (SIGKILL)."""
     spec = os.environ.get("SIMLAB_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return None
@@ -373,12 +374,14 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
                     with sync:
                         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                             loss, out = step_fn(micro, momentum=float(schedule.momentum[step]) if i == 0 else None)
-                        if fault == "nan":
-                            loss = loss * float("nan")
+                        if fault in ("nan", "inf"):
+                            loss = loss * float(fault)
                         loss = loss / len(micro_batches)
                         (scaler.scale(loss) if scaler is not None else loss).backward()
                     terms += torch.stack([loss.detach().float() * len(micro_batches), out["pos"].float(),
                                           out["neg"].float()]) / len(micro_batches)
+                if fault == "grad_nan":
+                    next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("nan")
                 if scaler is not None:
                     scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad else float("inf"))
