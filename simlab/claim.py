@@ -65,7 +65,7 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
               overrides: Sequence[str] = (), log=print) -> dict:
     """Pretrain every (objective, seed), probe it, and probe random-init encoders and raw pixels."""
     from .bench import flop_per_image
-    from .checkpoint import load_encoder
+    from .checkpoint import list_checkpoints, load_encoder
     from .probes import labelled_split, probe_encoder, random_init_like
     from .train import pretrain
 
@@ -89,10 +89,10 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
                          "train_gflop": gflop * steps * cfg.train.batch_size, **timing, **result})
             log(f"{objective} seed {seed}: " + ", ".join(f"{k} {result[k]:.4f}" for k in METRICS if k in result))
     for seed in seeds:  # one random-init encoder per seed, of the first objective's architecture
-        ckpts = sorted((out / f"{objectives[0]}_seed{seed}" / "checkpoints").glob("*.pt"))
-        fresh = random_init_like(load_encoder(ckpts[-1]), seed)
+        newest = list_checkpoints(out / f"{objectives[0]}_seed{seed}")[0]
         result = _cached(out / f"random_init_seed{seed}.json",
-                         lambda: probe_encoder(fresh, data["train"], data["test"], base.grid))
+                         lambda: probe_encoder(random_init_like(load_encoder(newest), seed), data["train"],
+                                               data["test"], base.grid))
         runs.append({"row": "random init", "seed": seed, **result})
     raw = _cached(out / "raw_pixels.json", lambda: probe_raw_pixels(data["train"], data["test"],
                                                                     base.model.patch_size))

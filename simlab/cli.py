@@ -22,16 +22,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace):
     """The preset, then the named options, then ``--set`` overrides, validated."""
-    from .config import apply_overrides
-    from .presets import preset
-    cfg = preset(args.preset)
-    named = {"dataset": args.dataset, "data_root": args.data_root, "epochs": args.epochs,
-             "steps": args.steps, "seed": args.seed}
-    apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
-    if args.epochs is not None and args.steps is None:
-        cfg.train.steps = None  # --epochs asks for an epoch count, even where the preset counts steps
-    apply_overrides(cfg, args.set or [])
-    return cfg.validate()
+    from .presets import run_config
+    return run_config(args.preset, args.set or [], args.dataset, args.data_root, args.epochs, args.steps, args.seed)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -75,13 +67,13 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _notebook(args: argparse.Namespace) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
     from .notebooks import parse_value, run_notebook
     params = {key: parse_value(value) for key, value in args.p or []}
     try:
         out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=not args.quiet)
-    except Exception as e:  # papermill's execution error: the written notebook holds the failing cell
-        if type(e).__name__ != "PapermillExecutionError":
-            raise
+    except PapermillExecutionError as e:  # the written notebook holds the failing cell
         print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {Path(args.out) / args.name}.ipynb",
               file=sys.stderr)
         return 1

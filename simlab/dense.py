@@ -53,10 +53,9 @@ def target_regions(coords: torch.Tensor, mask: torch.Tensor, grid: int) -> torch
     """(B, N, 2) view-2 patch centres in view-1's grid, (B, N) view-1 mask -> (B, N) region of each
     view-2 patch: OUTSIDE when its centre is not inside view 1, else the state of the view-1 patch
     under it."""
-    inside = ((coords > -0.5) & (coords < grid - 0.5)).all(-1)  # patch (r, c) spans [r - 0.5, r + 0.5)
-    cell = coords.round().clamp(0, grid - 1).long()
-    under = torch.gather(mask, 1, cell[..., 0] * grid + cell[..., 1])
-    return torch.where(inside, torch.where(under, MASKED, VISIBLE), OUTSIDE)
+    cell = geometric_matches(coords, grid)
+    under = torch.gather(mask, 1, cell.clamp(min=0))
+    return torch.where(cell >= 0, torch.where(under, MASKED, VISIBLE), OUTSIDE)
 
 
 @torch.no_grad()
@@ -125,7 +124,7 @@ def last_block_attention(encoder, x: torch.Tensor) -> torch.Tensor:
 
 def geometric_matches(coords: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, N, 2) view-2 centres in view-1's grid -> (B, N) index of the view-1 patch under each, -1 outside."""
-    inside = ((coords > -0.5) & (coords < grid - 0.5)).all(-1)
+    inside = ((coords > -0.5) & (coords < grid - 0.5)).all(-1)  # patch (r, c) spans [r - 0.5, r + 0.5)
     cell = coords.round().clamp(0, grid - 1).long()
     return torch.where(inside, cell[..., 0] * grid + cell[..., 1], -1)
 
@@ -143,6 +142,9 @@ def match_agreement(geometric: torch.Tensor, learned: torch.Tensor, grid: int, t
     inside = geometric >= 0
     if not inside.any():
         return float("nan")
-    g, m = geometric[inside], learned[inside]
-    dist = torch.maximum((g // grid - m // grid).abs(), (g % grid - m % grid).abs())
-    return float((dist <= tolerance).float().mean())
+    return float((patch_distance(geometric[inside], learned[inside], grid) <= tolerance).float().mean())
+
+
+def patch_distance(a: torch.Tensor, b: torch.Tensor, grid: int) -> torch.Tensor:
+    """Chebyshev distance in patches between patch indices ``a`` and ``b`` of one grid (same shape)."""
+    return torch.maximum((a // grid - b // grid).abs(), (a % grid - b % grid).abs())

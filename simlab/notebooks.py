@@ -155,16 +155,11 @@ def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
 
 def pretrain_config(params: dict):
     """02_pretrain's parameters as a validated Config (the same precedence as ``simlab pretrain``)."""
-    from .config import ConfigError, apply_overrides
-    from .presets import preset
-    cfg = preset(params["preset"])
+    from .config import ConfigError
+    from .presets import run_config
     named = {k: params[k] for k in ("dataset", "data_root", "epochs", "steps", "seed") if params[k] is not None}
     try:
-        apply_overrides(cfg, named)
-        if params["epochs"] is not None and params["steps"] is None:
-            cfg.train.steps = None  # epochs asked for: the preset's step count gives way
-        apply_overrides(cfg, list(params["overrides"]))
-        return cfg.validate()
+        return run_config(params["preset"], params["overrides"], **named)
     except ConfigError as e:
         field = str(e).split(":")[0]  # the config names the field first
         owner = field if field in named and not any(o.split("=")[0].split(".")[-1] == field
@@ -211,13 +206,11 @@ def notebook_path(name: str) -> Path:
 
 
 def defaults(name: str) -> dict:
-    """The values of a notebook's ``parameters`` cell."""
+    """The values of a notebook's ``parameters`` cell (literals, read without running anything)."""
     import json
     nb = json.loads(notebook_path(name).read_text())
-    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    namespace: dict = {}
-    exec("".join(cells[0]["source"]), {}, namespace)  # literals only (a test checks it)
-    return namespace
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
 
 
 def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str = "python3",

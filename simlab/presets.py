@@ -95,6 +95,20 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
+def run_config(preset_name: str, overrides=(), dataset=None, data_root=None, epochs=None, steps=None,
+               seed=None) -> Config:
+    """The preset, then the named options that are not None, then ``key=value`` overrides, validated
+    (what ``simlab pretrain`` and the 02_pretrain notebook both build)."""
+    from .config import apply_overrides
+    cfg = preset(preset_name)
+    named = {"dataset": dataset, "data_root": data_root, "epochs": epochs, "steps": steps, "seed": seed}
+    apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
+    if epochs is not None and steps is None:
+        cfg.train.steps = None  # an epoch count asked for, even where the preset counts steps
+    apply_overrides(cfg, list(overrides))
+    return cfg.validate()
+
+
 def preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

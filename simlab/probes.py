@@ -305,7 +305,8 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
             else "pretrained", "random_init_seed": random_init, "dataset": dataset, "pool": pool,
             "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
-            "data_seed": data_seed, "probe_seed": seed, **{k: v if isinstance(v, bool) else float(v) for k, v in res.items()},
+            "data_seed": data_seed, "probe_seed": seed,
+            **{k: v if isinstance(v, bool) else float(v) for k, v in res.items()},  # flags stay flags
             "seconds": time.perf_counter() - start}
 
 

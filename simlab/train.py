@@ -168,12 +168,6 @@ class MetricsLog:
             self.writer.close()
 
 
-def _mean_std(cfg: Config, dataset) -> tuple:
-    """The normalisation the views use: the configured one, else the dataset's."""
-    return (dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
-            dataset.std if cfg.aug.std is None else cfg.aug.std)
-
-
 def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
     old = config_of(ckpt).defining_dict()
     new = cfg.defining_dict()
@@ -332,11 +326,15 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
                 model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     step_fn = torch.compile(net) if t.compile else net
 
+    # what the encoder expects, recorded in every checkpoint: the views' normalisation (configured or the dataset's)
+    preprocess = preprocess_of(cfg, dataset.in_chans, dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
+                               dataset.std if cfg.aug.std is None else cfg.aug.std)
+
     def save(step: int) -> Path:
         ckpt = {"format": FORMAT, "schema": SCHEMA, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "epoch": step / spe,
                 "rng": rng_state(), "config": cfg.to_json(), "code_version": code_version(),
-                "preprocess": preprocess_of(cfg, dataset.in_chans, *_mean_std(cfg, dataset))}
+                "preprocess": preprocess}
         path = checkpoint_path(run_dir, step)
         path.parent.mkdir(exist_ok=True)
         save_atomic(ckpt, path)
@@ -348,7 +346,7 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
     knn_steps = max(1, round(t.knn_every * spe)) if t.knn_every > 0 else 0
     monitor = KnnMonitor(cfg) if knn_steps and main else None
     if monitor is not None:
-        model.encoder.preprocess = preprocess_of(cfg, dataset.in_chans, *_mean_std(cfg, dataset))
+        model.encoder.preprocess = preprocess
     bar = None
     if t.progress and main:
         from tqdm.auto import tqdm

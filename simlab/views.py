@@ -90,6 +90,17 @@ def overlap_fraction(g1: ViewGeometry, g2: ViewGeometry) -> torch.Tensor:
     return (inter / (h2 * w2)).float()
 
 
+def relative_tuple(g1: ViewGeometry, g2: ViewGeometry, i: int = 0) -> dict:
+    """Sample ``i``'s relative tuple as the official dataset returns it (offsets of view 2's corner in
+    units of view 1's size, scale ratios, relative flip) and the overlap fraction, as Python numbers."""
+    t1, l1, h1, w1 = (float(t[i]) for t in g1[:4])
+    t2, l2, h2, w2 = (float(t[i]) for t in g2[:4])
+    one = slice(i, i + 1)
+    return {"di": (t2 - t1) / h1, "dj": (l2 - l1) / w1, "sh": h2 / h1, "sw": w2 / w1,
+            "flip": bool(g1.flipped[i]) != bool(g2.flipped[i]),
+            "overlap": float(overlap_fraction(g1.select(one), g2.select(one))[0])}
+
+
 def sample_geometry(u: torch.Tensor, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                     flip_p: float = 0.5) -> ViewGeometry:
     """RandomResizedCrop boxes and flips from uniforms ``u`` (B, GEOM_DRAWS).

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .views import ViewGeometry, overlap_fraction, relative_coords, relative_scales
+from .views import ViewGeometry, overlap_fraction, relative_coords, relative_tuple
 
 BOX_COLOURS = ("#ff7f0e", "#17becf")  # view 1 (online, masked), view 2 (target)
 
@@ -39,12 +39,9 @@ def to_display(x: torch.Tensor, mean: Optional[Sequence[float]] = None,
 
 def geometry_text(g1: ViewGeometry, g2: ViewGeometry, i: int = 0) -> str:
     """The relative tuple of sample ``i``, as the official dataset returns it, plus the overlap."""
-    t1, l1, h1, w1 = (float(t[i]) for t in g1[:4])
-    t2, l2, h2, w2 = (float(t[i]) for t in g2[:4])
-    rflip = bool(g1.flipped[i]) != bool(g2.flipped[i])
-    ov = float(overlap_fraction(g1.select(slice(i, i + 1)), g2.select(slice(i, i + 1)))[0])
-    return (f"Δi={(t2 - t1) / h1:+.2f}  Δj={(l2 - l1) / w1:+.2f}  sh={h2 / h1:.2f}  sw={w2 / w1:.2f}  "
-            f"flip={'yes' if rflip else 'no'}  overlap={ov:.0%}")
+    r = relative_tuple(g1, g2, i)
+    return (f"Δi={r['di']:+.2f}  Δj={r['dj']:+.2f}  sh={r['sh']:.2f}  sw={r['sw']:.2f}  "
+            f"flip={'yes' if r['flip'] else 'no'}  overlap={r['overlap']:.0%}")
 
 
 def plot_view_pair(image: torch.Tensor, g1: ViewGeometry, g2: ViewGeometry, view1: torch.Tensor,
@@ -247,6 +244,9 @@ def plot_correspondences(view1: torch.Tensor, view2: torch.Tensor, geometric: to
     white circles mark the geometric match. geometric, learned: (N,) view-1 patch indices (-1 outside)."""
     plt = _pyplot()
     from matplotlib.patches import ConnectionPatch
+
+    from .dense import patch_distance
+    close = patch_distance(geometric, learned, grid) <= 1
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
     axes[0].imshow(to_display(view2, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
     axes[1].imshow(to_display(view1, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
@@ -257,10 +257,9 @@ def plot_correspondences(view1: torch.Tensor, view2: torch.Tensor, geometric: to
             continue
         src = (n % grid + 0.5, n // grid + 0.5)
         g, m = int(geometric[n]), int(learned[n])
-        ok = max(abs(g // grid - m // grid), abs(g % grid - m % grid)) <= 1
         dst = (m % grid + 0.5, m // grid + 0.5)
         fig.add_artist(ConnectionPatch(src, dst, "data", "data", axesA=axes[0], axesB=axes[1],
-                                       color="#2ca02c" if ok else "#d62728", lw=0.7, alpha=0.8))
+                                       color="#2ca02c" if close[n] else "#d62728", lw=0.7, alpha=0.8))
         axes[1].scatter([g % grid + 0.5], [g // grid + 0.5], s=18, facecolors="none", edgecolors="white", lw=0.7)
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])

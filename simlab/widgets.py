@@ -26,7 +26,7 @@ from . import viz
 from .config import AugConfig
 from .data import build_dataset
 from .masking import block_mask
-from .views import TwoViewTransform, ViewGeometry, overlap_fraction, relative_coords
+from .views import TwoViewTransform, ViewGeometry, relative_coords, relative_tuple
 
 
 def box_from_controls(scale: float, ratio: float, y: float, x: float, height: float, width: float
@@ -50,13 +50,9 @@ def controls_from_box(top: float, left: float, h: float, w: float, height: float
 def geometry_summary(g1: ViewGeometry, g2: ViewGeometry, grid: int) -> dict:
     """The numbers the explorer prints for sample 0: the official code's relative tuple, the overlap,
     and where view 2's corner patches land in view 1's grid (from :func:`relative_coords`)."""
-    t1, l1, h1, w1 = (float(t[0]) for t in g1[:4])
-    t2, l2, h2, w2 = (float(t[0]) for t in g2[:4])
     coords = relative_coords(g1.select(slice(0, 1)), g2.select(slice(0, 1)), grid)[0]  # (N, 2)
     corners = {"top-left": 0, "top-right": grid - 1, "bottom-left": grid * (grid - 1), "bottom-right": grid * grid - 1}
-    return {"di": (t2 - t1) / h1, "dj": (l2 - l1) / w1, "sh": h2 / h1, "sw": w2 / w1,
-            "flip": bool(g1.flipped[0]) != bool(g2.flipped[0]),
-            "overlap": float(overlap_fraction(g1.select(slice(0, 1)), g2.select(slice(0, 1)))[0]),
+    return {**relative_tuple(g1, g2, 0),
             "corners": {name: tuple(round(float(v), 3) for v in coords[i]) for name, i in corners.items()}}
 
 
