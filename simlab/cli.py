@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from .data import DatasetNotFound
+from .data import BadImageError, DatasetNotFound
 from .notebooks import ParameterError
 
 
@@ -81,6 +81,19 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_data(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+    ds = build_dataset(args.dataset, args.split, args.data_root)
+    if not hasattr(ds, "verify"):  # held as decoded arrays: building it read and checked every image
+        print(f"{args.dataset} ({args.split}): {len(ds)} images, all decoded")
+        return 0
+    bad = ds.verify(progress=not args.quiet)
+    for path, reason in bad:
+        print(f"bad: {path}\t{reason}")
+    print(f"{args.dataset} ({args.split}) under {ds.root}: {len(ds)} files, {len(bad)} bad")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simlab", description="Siamese Image Modeling workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=("mean", "cls"), default="mean",
                    help="global feature: mean of the patch tokens (default) or the cls token")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("verify-data", help="decode every image of a dataset and list the files that do not "
+                                           "(the ones a run skips, or stops at with --set on_bad_image=fail)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="train", help="train (default), test, or unlabeled for stl10")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_verify_data)
     return parser
 
 
@@ -151,6 +172,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         func = record(func)
     try:
         return func(args)
-    except (ConfigError, DatasetNotFound, CheckpointError, ParameterError) as e:
+    except (ConfigError, DatasetNotFound, CheckpointError, ParameterError, BadImageError) as e:
         print(f"simlab {args.command}: error: {e}", file=sys.stderr)
         return 2

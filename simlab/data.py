@@ -191,13 +191,66 @@ def _torchvision(name: str, split: str, data_root: Optional[str], download: bool
     return ds
 
 
+BAD_IMAGE_POLICIES = ("skip", "fail")
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded (cut, empty, not an image, or a decompression bomb)."""
+
+    def __init__(self, path, reason: Optional[str] = None):
+        # one argument: the message as re-raised from a data-loader worker
+        super().__init__(f"{path}: {reason}" if reason is not None else str(path))
+        self.path, self.reason = str(path), reason
+
+
+def _to_rgb(im) -> np.ndarray:
+    """(H, W, 3) uint8 of a decoded Pillow image of any mode."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale: Pillow's own convert would clip at 255; scale the 0..65535 range instead
+        wide = np.asarray(im).astype(np.int64)
+        grey = ((wide.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")  # palettes with transparency go through RGBA (Pillow warns otherwise)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path) -> torch.Tensor:
+    """uint8 (3, H, W) of an image file, upright (EXIF orientation applied); raises :class:`BadImageError`.
+
+    Pillow's decompression-bomb guard stays on: a header that declares more than
+    twice ``Image.MAX_IMAGE_PIXELS`` is refused before any pixel is decoded.
+    """
+    import zlib
+
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as im:
+            im.load()  # a cut file fails here, not later in a worker
+            array = _to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as e:
+        raise BadImageError(path, f"decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as e:  # UnidentifiedImageError is an OSError
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
 class ImageFolderDataset(ImageDataset):
-    """A folder of class sub-folders (``root/cls/x.jpg``), or a flat folder of unlabeled images."""
+    """A folder of class sub-folders (``root/cls/x.jpg``), or a flat folder of unlabeled images.
+
+    A file that does not decode is skipped under ``on_bad_image="skip"``: the
+    sample is replaced by the next one that decodes (so batches keep their size
+    and a resumed run sees the same data) and reported in the item's
+    ``"skipped"`` list, which training writes to the run folder. Under
+    ``"fail"`` it raises :class:`BadImageError` naming the file.
+    """
 
     name = "imagefolder"
 
-    def __init__(self, root: str):
-        self.root = Path(root)
+    def __init__(self, root: str, on_bad_image: str = "skip"):
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        self.root, self.on_bad_image = Path(root), on_bad_image
         if not self.root.is_dir():
             raise DatasetNotFound(f"imagefolder: {self.root} is not a folder")
         subdirs = sorted(d.name for d in self.root.iterdir() if d.is_dir())
@@ -215,12 +268,31 @@ class ImageFolderDataset(ImageDataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        from PIL import Image
-        path, label = self.samples[i]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            array = np.asarray(im, dtype=np.uint8)
-        return {"image": torch.from_numpy(array.copy()).permute(2, 0, 1), "label": label, "index": i}
+        skipped = []
+        for k in range(len(self.samples)):
+            j = (i + k) % len(self.samples)
+            path, label = self.samples[j]
+            try:
+                image = decode_image(path)
+            except BadImageError as e:
+                if self.on_bad_image == "fail":
+                    raise BadImageError(e.path, f"{e.reason} (add --set on_bad_image=skip to skip bad "
+                                                f"images and list them in the run folder)") from None
+                skipped.append((e.path, e.reason))
+                continue
+            return {"image": image, "label": label, "index": i, "skipped": skipped}
+        raise DatasetNotFound(f"imagefolder: none of the {len(self.samples)} images under {self.root} decodes")
+
+    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
+        """Decode every file; ``(path, reason)`` of those that fail, in file order."""
+        from tqdm.auto import tqdm
+        bad = []
+        for path, _ in tqdm(self.samples, desc="verify", unit="img", disable=not progress):
+            try:
+                decode_image(path)
+            except BadImageError as e:
+                bad.append((e.path, e.reason))
+        return bad
 
 
 DATASETS = DATASET_NAMES
@@ -228,12 +300,13 @@ DATASETS = DATASET_NAMES
 
 def build_dataset(name: str, split: str = "train", data_root: Optional[str] = None, *,
                   image_size: int = 32, size: Optional[int] = None, seed: int = 0,
-                  download: bool = False, distractors: int = 0) -> ImageDataset:
+                  download: bool = False, distractors: int = 0, on_bad_image: str = "skip") -> ImageDataset:
     """Build a dataset by name. ``split`` is 'train' or 'test' ('unlabeled' for stl10).
 
     ``size`` sets the number of ``shapes`` images (default 50k train, 10k test);
     ``image_size`` is the side at which ``shapes`` renders (other datasets keep
-    their native size: views are resampled from it).
+    their native size: views are resampled from it). ``on_bad_image`` is the
+    image folder's policy for files that do not decode ("skip" or "fail").
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -249,5 +322,5 @@ def build_dataset(name: str, split: str = "train", data_root: Optional[str] = No
     # ImageNet-style roots hold one folder per split
     for sub in (("train",) if split == "train" else ("val", "test")):
         if (Path(data_root) / sub).is_dir():
-            return ImageFolderDataset(str(Path(data_root) / sub))
-    return ImageFolderDataset(data_root)
+            return ImageFolderDataset(str(Path(data_root) / sub), on_bad_image)
+    return ImageFolderDataset(data_root, on_bad_image)

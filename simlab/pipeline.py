@@ -26,7 +26,8 @@ from .views import TwoViewTransform
 def build_pretrain_dataset(cfg: Config, split: str = "train") -> ImageDataset:
     d = cfg.data
     return build_dataset(d.dataset, split, d.data_root, image_size=d.image_size, size=d.train_size,
-                         seed=cfg.seed, download=d.download, distractors=d.distractors)
+                         seed=cfg.seed, download=d.download, distractors=d.distractors,
+                         on_bad_image=d.on_bad_image)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -88,21 +89,24 @@ class TwoViewBatches(Dataset):
         self.transform = TwoViewTransform(aug, cfg.data.image_size, dataset.mean, dataset.std, seed=cfg.seed)
         self.grid = cfg.grid
 
-    def images(self, indices: torch.Tensor):
+    def images(self, indices: torch.Tensor) -> tuple:
+        """(uint8 batch or list of images, [(path, reason) of files skipped on the way])."""
         ds = self.dataset
         if isinstance(ds, ShapesDataset) and ds._cache is None:
-            return ds.render(indices).images  # rendered on the fly, in this worker
+            return ds.render(indices).images, []  # rendered on the fly, in this worker
         try:
-            return ds.tensors()["images"][indices]
+            return ds.tensors()["images"][indices], []
         except NotImplementedError:  # images of different sizes: a list
-            return [ds[int(i)]["image"] for i in indices]
+            items = [ds[int(i)] for i in indices]
+            return [it["image"] for it in items], [s for it in items for s in it.get("skipped", ())]
 
     def __getitem__(self, item: tuple[int, int, torch.Tensor]) -> dict:
         step, epoch, indices = item
-        views = self.transform(self.images(indices), indices, epoch)
+        images, skipped = self.images(indices)
+        views = self.transform(images, indices, epoch)
         mask = keyed_masks(self.cfg.seed, epoch, indices, self.grid, self.num_masked, self.mask_kind)
         return {"view1": views.view1, "view2": views.view2, "geom1": views.geom1, "geom2": views.geom2,
-                "mask": mask, "index": indices, "step": step, "epoch": epoch}
+                "mask": mask, "index": indices, "step": step, "epoch": epoch, "skipped": skipped}
 
     def __len__(self) -> int:  # the sampler decides
         return 0

@@ -168,6 +168,35 @@ class MetricsLog:
             self.writer.close()
 
 
+class BadImageLog:
+    """``bad_images.txt`` in the run folder: one ``path<TAB>reason`` line per image file skipped.
+
+    Every rank appends the files its own share of a batch skipped (short
+    appends do not interleave); a file already listed, by this run or before a
+    resume, is not listed again.
+    """
+
+    NAME = "bad_images.txt"
+
+    def __init__(self, run_dir: Path, log: Callable[[str], None]):
+        self.path, self.log = run_dir / self.NAME, log
+        self.seen = set(self.read(run_dir))
+
+    @classmethod
+    def read(cls, run_dir) -> list[str]:
+        path = Path(run_dir) / cls.NAME
+        return [line.split("\t")[0] for line in path.read_text().splitlines() if line] if path.exists() else []
+
+    def add(self, skipped) -> None:
+        for path, reason in skipped:
+            if path in self.seen:
+                continue
+            self.seen.add(path)
+            with open(self.path, "a") as f:
+                f.write(f"{path}\t{reason}\n")
+            self.log(f"skipped a bad image: {path} ({reason}); listed in {self.path}")
+
+
 def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
     old = config_of(ckpt).defining_dict()
     new = cfg.defining_dict()
@@ -210,13 +239,14 @@ class Terminated(SystemExit):
         self.step = step
 
 
-_FAULT_KINDS = ("raise", "nan", "inf", "grad_nan", "kill")
+_FAULT_KINDS = ("raise", "nan", "inf", "grad_nan", "kill", "term")
 
 
 def _fault_hook(step: int, rank: int) -> Optional[str]:
     """Test hook: ``SIMLAB_FAULT=RANK:STEP:KIND`` injects a fault on one rank at one step (first attempt
     only, so a run restarted by ``torchrun --max-restarts`` finishes). KIND: raise | nan | inf (in the loss)
-    | grad_nan (in one gradient, after backward) | kill (SIGKILL)."""
+    | grad_nan (in one gradient, after backward) | kill (SIGKILL) | term (SIGTERM: the step finishes, is
+    saved, and the run stops)."""
     spec = os.environ.get("SIMLAB_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return None
@@ -227,8 +257,8 @@ def _fault_hook(step: int, rank: int) -> Optional[str]:
         raise ValueError(f"SIMLAB_FAULT kind must be one of {_FAULT_KINDS}, got {kind!r}")
     if kind == "raise":
         raise RuntimeError(f"injected fault on rank {rank} at step {step}")
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if kind in ("kill", "term"):
+        os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGTERM)
     return kind
 
 
@@ -354,11 +384,13 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
     model.train()
     last_path, window_start, window_images = None, time.perf_counter(), 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    bad_images = BadImageLog(run_dir, log)
     try:
         with _StopOnSigterm() as sigterm:
             for batch in loader:
                 step = batch["step"]
                 fault = _fault_hook(step, dinfo.rank)
+                bad_images.add(batch.pop("skipped", ()))
                 batch = move_batch(batch, device)
                 for group in optimizer.param_groups:
                     group["lr"] = float(schedule.lr[step])

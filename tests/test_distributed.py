@@ -171,7 +171,7 @@ def test_sigterm_saves_the_last_finished_step_and_the_run_resumes(tmp_path):
     while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=30)  # the promise: out within 30 s of the signal
     assert proc.returncode == 143, err
     steps = checkpoint_steps(run)
     assert len(steps) == 1 and 5 <= steps[0] < 100000

@@ -57,7 +57,12 @@ def reference_run(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.4, 0.8, 0.999])
+# 5 positions by default; 20 more, spread over the whole file, under -m slow
+_FRACTIONS = [0.0, 0.02, 0.4, 0.8, 0.999]
+_SLOW_FRACTIONS = [pytest.param((k + 0.5) / 20, marks=pytest.mark.slow) for k in range(20)]
+
+
+@pytest.mark.parametrize("fraction", _FRACTIONS + _SLOW_FRACTIONS)
 def test_a_writer_dying_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, reference_run, fraction):
     size = (reference_run / "checkpoints" / "ckpt_00000020.pt").stat().st_size
     fail_save_of(monkeypatch, "ckpt_00000020.pt", int(fraction * size))
@@ -136,17 +141,23 @@ def cli_pretrain(run: Path, workers: int, fault=None) -> subprocess.CompletedPro
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkilled_run_resumes_bitwise_equal_to_an_uninterrupted_one(tmp_path, workers):
+@pytest.mark.parametrize("stop, workers", [("kill", 0), ("kill", 2), ("term", 0)])
+def test_a_killed_or_terminated_run_resumes_bitwise_equal_to_an_uninterrupted_one(tmp_path, stop, workers):
     whole = cli_pretrain(tmp_path / "whole", workers)
     assert whole.returncode == 0, whole.stderr
-    # SIGKILL at step 13: after the step-10 checkpoint, mid-epoch (16 steps per epoch)
-    killed = cli_pretrain(tmp_path / "split", workers, fault="0:13:kill")
-    assert killed.returncode == -signal.SIGKILL
-    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["ckpt_00000010.pt"]
+    # the signal arrives at step 13: after the step-10 checkpoint, mid-epoch (16 steps per epoch)
+    stopped = cli_pretrain(tmp_path / "split", workers, fault=f"0:13:{stop}")
+    if stop == "kill":
+        assert stopped.returncode == -signal.SIGKILL
+        resume_step = 10
+    else:  # SIGTERM: step 13 finishes, is saved as step 14, and the run exits 143
+        assert stopped.returncode == 143, stopped.stderr
+        assert "SIGTERM: saved step 14 and stopped" in stopped.stdout
+        resume_step = 14
+    assert list_checkpoints(tmp_path / "split")[0].name == f"ckpt_{resume_step:08d}.pt"
     again = cli_pretrain(tmp_path / "split", workers)
     assert again.returncode == 0, again.stderr
-    assert "step 10" in again.stdout + again.stderr
+    assert f"from step {resume_step}" in again.stdout + again.stderr
     a, b = (load_checkpoint(list_checkpoints(tmp_path / r)[0]) for r in ("whole", "split"))
     for k in a["model"]:  # online and target weights, BatchNorm statistics
         assert torch.equal(a["model"][k], b["model"][k]), k
