@@ -89,9 +89,24 @@ def cifar_vit_s() -> Config:
     )
 
 
+def official_a() -> Config:
+    """Benchmark configuration A (bench/README.md "train"): the size at which simlab's step is measured
+    beside the official code's. 32 px, patch 4, encoder 192 x 6 blocks with 3 heads, decoder 192 wide
+    with 2 projector + 4 predictor BatchNorm blocks and 4 heads, 38 of 64 patches masked, batch 128."""
+    return Config(
+        data=DataConfig(dataset="shapes", image_size=32, train_size=20_000),
+        aug=AugConfig(crop_scale=(0.2, 1.0)),
+        model=ModelConfig(patch_size=4, embed_dim=192, depth=6, num_heads=3, decoder_dim=192, decoder_heads=4,
+                          projector_depth=2, predictor_depth=4, num_masked=38),
+        train=TrainConfig(batch_size=128, steps=1000, lr=1e-3, warmup_epochs=None, warmup_frac=0.05,
+                          log_every=10, checkpoint_every=250),
+    )
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "tiny": tiny, "demo": demo, "demo-long": demo_long, "fashion-mnist": fashion_mnist,
     "cifar-vit-s": cifar_vit_s, "vit-b16-paper": vit_b16_paper,
+    "official-a": official_a,
 }
 
 
