@@ -56,6 +56,9 @@ class DataConfig:
     num_workers: int = 0                 # data-loader processes (execution only)
     distractors: int = 0                 # shapes: up to this many small extra objects per image (0..4)
     on_bad_image: str = "skip"           # imagefolder files that do not decode: skip and list them | fail
+    # where the two views are cropped and coloured: the loader's CPU workers, or the training device
+    # (the loader then only reads uint8 images and samples boxes); auto: device on CUDA, loader on CPU
+    augment_on: str = "auto"
 
     def validate(self) -> None:
         _check(self.dataset in DATASET_NAMES, "dataset",
@@ -65,6 +68,8 @@ class DataConfig:
                f"must be positive, got {self.train_size}")
         _check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         _check(0 <= self.distractors <= 4, "distractors", f"must be in 0..4, got {self.distractors}")
+        _check(self.augment_on in ("auto", "loader", "device"), "augment_on",
+               f"must be auto, loader or device, got {self.augment_on!r}")
         _check(self.on_bad_image in ("skip", "fail"), "on_bad_image",
                f"must be 'skip' or 'fail', got {self.on_bad_image!r}")
 
@@ -268,7 +273,7 @@ class Config:
 
     # Fields that only change how a run executes; all others define the run and
     # must match when it resumes (DESIGN.md "Checkpoints").
-    EXECUTION_FIELDS = ("data_root", "num_workers", "download", "on_bad_image", "device", "compile", "log_every",
+    EXECUTION_FIELDS = ("data_root", "num_workers", "download", "on_bad_image", "augment_on", "device", "compile", "log_every",
                         "checkpoint_every", "keep_checkpoints", "progress", "accum_steps", "dist_timeout",
                         "knn_every", "knn_dataset", "knn_train_size", "knn_test_size")
 

@@ -81,10 +81,14 @@ def objective_inputs(cfg: Config) -> tuple:
 
 
 class TwoViewBatches(Dataset):
-    """Maps ``(step, epoch, indices)`` to a batch dict of two views, their geometry and view-1 masks."""
+    """Maps ``(step, epoch, indices)`` to a batch dict of two views, their geometry and view-1 masks.
 
-    def __init__(self, dataset: ImageDataset, cfg: Config):
-        self.dataset, self.cfg = dataset, cfg
+    With ``augment=False`` (device-side augmentation) the batch carries the uint8 ``images`` and
+    the sampled boxes instead of the views; :func:`device_views` finishes it on the training device.
+    """
+
+    def __init__(self, dataset: ImageDataset, cfg: Config, augment: bool = True):
+        self.dataset, self.cfg, self.augment = dataset, cfg, augment
         aug, self.mask_kind, self.num_masked = objective_inputs(cfg)
         self.transform = TwoViewTransform(aug, cfg.data.image_size, dataset.mean, dataset.std, seed=cfg.seed)
         self.grid = cfg.grid
@@ -103,25 +107,53 @@ class TwoViewBatches(Dataset):
     def __getitem__(self, item: tuple[int, int, torch.Tensor]) -> dict:
         step, epoch, indices = item
         images, skipped = self.images(indices)
-        views = self.transform(images, indices, epoch)
         mask = keyed_masks(self.cfg.seed, epoch, indices, self.grid, self.num_masked, self.mask_kind)
-        return {"view1": views.view1, "view2": views.view2, "geom1": views.geom1, "geom2": views.geom2,
-                "mask": mask, "index": indices, "step": step, "epoch": epoch, "skipped": skipped}
+        common = {"mask": mask, "index": indices, "step": step, "epoch": epoch, "skipped": skipped}
+        if not self.augment:
+            geom1, geom2 = self.transform.geometry(indices, epoch, _sizes(images))
+            return {"images": images, "geom1": geom1, "geom2": geom2, **common}
+        views = self.transform(images, indices, epoch)
+        return {"view1": views.view1, "view2": views.view2, "geom1": views.geom1, "geom2": views.geom2, **common}
 
     def __len__(self) -> int:  # the sampler decides
         return 0
+
+
+def _sizes(images) -> torch.Tensor:
+    """(B, 2) float64 (height, width) of a uint8 batch or a list of images."""
+    if isinstance(images, torch.Tensor):
+        return torch.tensor(images.shape[-2:], dtype=torch.float64).expand(len(images), 2)
+    return torch.tensor([img.shape[-2:] for img in images], dtype=torch.float64)
+
+
+def augment_on_device(cfg: Config, device: torch.device) -> bool:
+    """Whether the views are made on the training device (``augment_on``; auto: on CUDA)."""
+    where = cfg.data.augment_on
+    return where == "device" or (where == "auto" and device.type == "cuda")
+
+
+def device_views(batch: dict, transform: TwoViewTransform, device: torch.device) -> dict:
+    """Finish a batch of uint8 ``images`` (from ``TwoViewBatches(augment=False)``) on ``device``:
+    crop, colour and normalise both views there, with the boxes the loader sampled. The keyed
+    photometric draws are computed from the indices on the host (a few numbers per sample)."""
+    images = batch.pop("images")
+    images = (images.to(device, non_blocking=True) if isinstance(images, torch.Tensor)
+              else [im.to(device, non_blocking=True) for im in images])
+    views = transform(images, batch["index"], batch["epoch"], geoms=(batch["geom1"], batch["geom2"]))
+    batch["view1"], batch["view2"] = views.view1, views.view2
+    return batch
 
 
 _RENDER_ONCE = 200_000  # shapes pools up to this size are rendered once (<= 600 MB at 32 px)
 
 
 def pretrain_loader(dataset: ImageDataset, cfg: Config, total_steps: int, start_step: int = 0,
-                    pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
+                    pin_memory: bool = False, rank: int = 0, world: int = 1, augment: bool = True) -> DataLoader:
     if isinstance(dataset, ShapesDataset) and len(dataset) <= _RENDER_ONCE:
         dataset.tensors()  # render the pool once, before workers fork and share it
     sampler = StepBatches(len(dataset), cfg.train.batch_size, cfg.seed, total_steps, start_step, rank, world)
     workers = cfg.data.num_workers
-    return DataLoader(TwoViewBatches(dataset, cfg), batch_size=None, sampler=sampler, num_workers=workers,
+    return DataLoader(TwoViewBatches(dataset, cfg, augment), batch_size=None, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=False,
                       prefetch_factor=4 if workers > 0 else None)
 

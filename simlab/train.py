@@ -31,7 +31,8 @@ from .checkpoint import (FORMAT, SCHEMA, checkpoint_path, code_version, config_o
                          preprocess_of, prune_checkpoints, rng_state, save_atomic, set_rng_state)
 from .config import Config, ConfigError
 from .model import SiM
-from .pipeline import build_pretrain_dataset, move_batch, pretrain_loader, split_batch
+from .pipeline import (augment_on_device, build_pretrain_dataset, device_views, move_batch, pretrain_loader,
+                       split_batch)
 
 
 class NonFiniteError(FloatingPointError):
@@ -371,8 +372,9 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
         prune_checkpoints(run_dir, t.keep_checkpoints)
         return path
 
+    on_device = augment_on_device(cfg, device)
     loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda",
-                             rank=dinfo.rank, world=dinfo.world)
+                             rank=dinfo.rank, world=dinfo.world, augment=not on_device)
     knn_steps = max(1, round(t.knn_every * spe)) if t.knn_every > 0 else 0
     monitor = KnnMonitor(cfg) if knn_steps and main else None
     if monitor is not None:
@@ -391,6 +393,8 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
                 step = batch["step"]
                 fault = _fault_hook(step, dinfo.rank)
                 bad_images.add(batch.pop("skipped", ()))
+                if on_device:  # the loader sent uint8 images and boxes: make the views here
+                    batch = device_views(batch, loader.dataset.transform, device)
                 batch = move_batch(batch, device)
                 for group in optimizer.param_groups:
                     group["lr"] = float(schedule.lr[step])

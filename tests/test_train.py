@@ -178,3 +178,35 @@ def test_online_knn_monitor_reads_a_labelled_folder_of_mixed_sizes(tmp_path):
     images, labels = KnnMonitor(cfg).splits["train"]
     assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_device_side_augmentation_gives_the_loader_side_batches_and_run(tmp_path):
+    """augment_on=device sends uint8 images and boxes and makes the views on the training device;
+    on the CPU that is the same computation, so batches and the whole run are bitwise equal."""
+    from PIL import Image
+
+    from simlab.pipeline import TwoViewBatches, augment_on_device, build_pretrain_dataset, device_views
+    auto = preset("tiny")  # augment_on=auto: on the device on CUDA, in the loader on a CPU
+    assert augment_on_device(auto, torch.device("cuda")) and not augment_on_device(auto, torch.device("cpu"))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate([(20, 24), (31, 17), (16, 16), (40, 33), (18, 29), (25, 25)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    for overrides in ([], ["dataset=imagefolder", f"data_root={folder}"]):  # one uint8 batch; a list of sizes
+        cfg = apply_overrides(preset("tiny"), overrides)
+        ds = build_pretrain_dataset(cfg)
+        item = (3, 1, torch.tensor([4, 0, 5, 2]))
+        loader_side = TwoViewBatches(ds, cfg, augment=True)[item]
+        raw = TwoViewBatches(ds, cfg, augment=False)[item]
+        assert raw["images"][0].dtype == torch.uint8 and "view1" not in raw
+        device_side = device_views(raw, TwoViewBatches(ds, cfg).transform, torch.device("cpu"))
+        for key in ("view1", "view2", "mask"):
+            assert torch.equal(device_side[key], loader_side[key]), key
+        assert all(torch.equal(a, b) for a, b in zip(device_side["geom2"], loader_side["geom2"]))
+    runs = {}
+    for where in ("loader", "device"):
+        pretrain(apply_overrides(preset("tiny"), ["steps=6", "log_every=1", f"augment_on={where}"]),
+                 tmp_path / where, log=lambda *_: None)
+        runs[where] = [json.loads(line)["loss"] for line in (tmp_path / where / "metrics.jsonl").open()]
+    assert runs["device"] == runs["loader"] and len(runs["loader"]) == 6

@@ -16,6 +16,10 @@ from simlab.views import (GEOM_DRAWS, TwoViewTransform, ViewGeometry, overlap_fr
 H, W, S, P = 60, 80, 32, 4  # source size, view size, patch size
 G = S // P
 
+# the geometry holds wherever the views are made: the loader's CPU and, where there is one, the GPU
+# (device-side augmentation runs the same transform there)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 NO_PHOTO = AugConfig(jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0),
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -28,13 +32,13 @@ def coordinate_image(h=H, w=W):
     return torch.stack([yy, xx, torch.zeros_like(yy)])
 
 
-def make_views(g1, g2, h=H, w=W):
-    """The real transform, photometric ops off, on a batch of coordinate images."""
+def make_views(g1, g2, h=H, w=W, device="cpu"):
+    """The real transform, photometric ops off, on a batch of coordinate images (made on ``device``)."""
     B = len(g1.top)
-    images = coordinate_image(h, w)[None].expand(B, -1, -1, -1).contiguous()
+    images = coordinate_image(h, w)[None].expand(B, -1, -1, -1).contiguous().to(device)
     tf = TwoViewTransform(NO_PHOTO, S, (0, 0, 0), (1, 1, 1))
     out = tf(images, torch.arange(B), geoms=(g1, g2))
-    return out.view1, out.view2
+    return out.view1.cpu(), out.view2.cpu()
 
 
 def pixel_truth(view1, view2, g1, g2, h=H, w=W):
@@ -78,8 +82,8 @@ def geom(rows):
     return ViewGeometry(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4].bool())
 
 
-def check(g1, g2, min_valid=0.3):
-    v1, v2 = make_views(g1, g2)
+def check(g1, g2, min_valid=0.3, device="cpu"):
+    v1, v2 = make_views(g1, g2, device=device)
     truth, valid = pixel_truth(v1, v2, g1, g2)
     assert valid.float().mean() >= min_valid, "too few patches could be checked"
     rc = relative_coords(g1, g2, G)
@@ -87,31 +91,33 @@ def check(g1, g2, min_valid=0.3):
     assert err < 0.02, f"relative_coords is off the pixels by {err:.4f} patch"  # well under 0.1 patch
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("flips", [(False, False), (True, False), (False, True), (True, True)])
-def test_random_boxes_every_flip_combination(flips):
+def test_random_boxes_every_flip_combination(flips, device):
     u = torch.rand(24, GEOM_DRAWS, generator=torch.Generator().manual_seed(sum(flips) * 10 + flips[0]),
                    dtype=torch.float64)
     g1 = sample_geometry(u[:12], H, W, (0.2, 1.0))
     g2 = sample_geometry(u[12:], H, W, (0.2, 1.0))
     g1 = g1._replace(flipped=torch.full((12,), flips[0]))
     g2 = g2._replace(flipped=torch.full((12,), flips[1]))
-    check(g1, g2)
+    check(g1, g2, device=device)
 
 
-def test_non_square_upsampled_and_non_overlapping_boxes():
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_square_upsampled_and_non_overlapping_boxes(device):
     # top, left, height, width, flipped
     check(geom([[5.3, 7.1, 40.2, 22.7, 0], [10.0, 20.0, 12.5, 9.0, 1], [2.0, 3.0, 30.0, 60.0, 1]]),
-          geom([[12.0, 15.5, 20.3, 50.1, 1], [11.0, 21.5, 9.0, 13.0, 0], [20.0, 10.0, 33.0, 20.0, 0]]))
+          geom([[12.0, 15.5, 20.3, 50.1, 1], [11.0, 21.5, 9.0, 13.0, 0], [20.0, 10.0, 33.0, 20.0, 0]]), device=device)
     # boxes smaller than the 32-px output: upsampling
     check(geom([[20.0, 30.0, 10.0, 12.0, 0], [20.0, 30.0, 8.0, 8.0, 1]]),
-          geom([[22.0, 31.0, 7.0, 9.0, 1], [21.0, 33.0, 9.5, 6.0, 1]]))
+          geom([[22.0, 31.0, 7.0, 9.0, 1], [21.0, 33.0, 9.5, 6.0, 1]]), device=device)
     # views that do not overlap at all: coordinates leave the grid, and still match the pixels
     g1, g2 = geom([[3.0, 3.0, 20.0, 25.0, 0], [35.0, 50.0, 20.0, 25.0, 1]]), \
         geom([[33.0, 48.0, 22.0, 28.0, 1], [3.0, 3.0, 15.0, 20.0, 0]])
     assert torch.all(overlap_fraction(g1, g2) == 0)
     rc = relative_coords(g1, g2, G)
     assert (rc.abs() > G).any()
-    check(g1, g2)
+    check(g1, g2, device=device)
 
 
 def test_identical_geometries_give_the_integer_grid():
@@ -210,3 +216,15 @@ def test_grey_images_keep_one_channel():
     tf = TwoViewTransform(AugConfig(jitter_p=1.0), 32, (0.3,), (0.35,))
     out = tf(x, torch.arange(4))
     assert out.view1.shape == (4, 1, 32, 32) and torch.isfinite(out.view1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_photometric_ops_on_the_device_match_the_cpu():
+    device = "cuda"
+    from simlab.augment import apply_photometric
+    x = torch.rand(12, 3, 20, 20, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(12, PHOTO_DRAWS, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for view in (0, 1):
+        p = sample_photometric(u, AugConfig(jitter_p=1.0), view, 20)
+        cpu = apply_photometric(x, p)
+        assert torch.allclose(apply_photometric(x.to(device), p).cpu(), cpu, atol=1e-5)

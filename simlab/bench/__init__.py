@@ -6,8 +6,9 @@ here, never asserted in tests (DESIGN.md "Measuring"). Every result carries the
 hardware and thread count it was measured with.
 
 - ``views``: SiM two-view pairs per second per core at 32 px (``shapes``) and at
-  224 px (from a synthetic 500x375 JPEG; decoding is timed separately), and
-  ``shapes`` generation in images per second per core.
+  224 px (from synthetic 500x375 JPEGs; decoding is timed separately), beside a
+  plain per-sample PIL implementation of the recipe (``simlab.bench.reference``)
+  on the same images, and ``shapes`` generation in images per second per core.
 - ``dataset``: raw-pixel k-NN and logistic-regression accuracy on ``shapes``.
 - ``train``: training-step images/s, FLOP per image and utilisation of the matmul
   peak for presets (FlopCounterMode counts matmuls, convolutions and attention
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -82,37 +84,49 @@ def decode(data: bytes) -> torch.Tensor:
 
 
 def bench_views(quick: bool = False) -> dict:
-    from .config import AugConfig
-    from .data import build_dataset
-    from .shapes import render
-    from .views import TwoViewTransform
+    """Two-view pairs per second per core: simlab's batched path against the per-sample PIL
+    reference (``simlab.bench.reference``) on the same images, at 32 px and 224 px."""
+    import numpy as np
+    from PIL import Image
+
+    from ..config import AugConfig
+    from ..data import build_dataset
+    from ..shapes import render
+    from ..views import TwoViewTransform
+    from .reference import PILTwoViews
 
     torch.set_num_threads(1)  # per core
     repeats = 3 if quick else 5
     n_small, n_large, n_shapes = (256, 16, 1024) if quick else (1024, 64, 4096)
     results: dict = {"hardware": hardware()}
+    aug = AugConfig(crop_scale=(0.2, 1.0))
 
     chunks = [torch.arange(s, s + 128) for s in range(0, n_shapes, 128)]
     t = timed(lambda: [render(c, 32) for c in chunks], repeats)
     results["shapes_images_per_s"] = n_shapes / t
 
-    ds = build_dataset("shapes", size=n_small)
-    images = ds.tensors()["images"]
-    tf = TwoViewTransform(AugConfig(), 32, ds.mean, ds.std)
-    batches = [(images[s:s + 256], torch.arange(s, s + 256)) for s in range(0, n_small, 256)]
-    t = timed(lambda: [tf(x, i) for x, i in batches], repeats)
-    results["pairs_per_s_32px"] = n_small / t
+    def compare(images: torch.Tensor, size: int, batch: int, mean, std) -> tuple[float, float]:
+        """(simlab pairs/s, reference pairs/s) on the same uint8 images (N, 3, H, W)."""
+        tf = TwoViewTransform(aug, size, mean, std)
+        batches = [(images[s:s + batch], torch.arange(s, s + batch)) for s in range(0, len(images), batch)]
+        ours = len(images) / timed(lambda: [tf(x, i) for x, i in batches], repeats)
+        pil = [Image.fromarray(np.ascontiguousarray(im.permute(1, 2, 0).numpy())) for im in images]
+        ref = PILTwoViews(aug, size, mean, std)
+        random.seed(0)
+        theirs = len(images) / timed(lambda: [ref(im) for im in pil], repeats)
+        return ours, theirs
 
-    jpeg = synthetic_photo()
-    t = timed(lambda: decode(jpeg), repeats * 4)
-    results["decode_per_s_500x375"] = 1.0 / t
-    big = decode(jpeg)[None].expand(n_large, -1, -1, -1).contiguous()
-    tf224 = TwoViewTransform(AugConfig(), 224, ds.mean, ds.std)
-    batches = [(big[s:s + 16], torch.arange(s, s + 16)) for s in range(0, n_large, 16)]
-    t = timed(lambda: [tf224(x, i) for x, i in batches], repeats)
-    results["pairs_per_s_224px"] = n_large / t
-    results["pairs_per_s_224px_with_decode"] = 1.0 / (1.0 / results["pairs_per_s_224px"]
-                                                      + 1.0 / results["decode_per_s_500x375"])
+    ds = build_dataset("shapes", size=n_small)
+    ours, theirs = compare(ds.tensors()["images"], 32, 256, ds.mean, ds.std)
+    results.update(pairs_per_s_32px=ours, reference_pairs_per_s_32px=theirs, ratio_32px=ours / theirs)
+
+    photos = [synthetic_photo(seed=k) for k in range(8)]
+    t = timed(lambda: [decode(jpeg) for jpeg in photos], repeats)
+    results["decode_per_s_500x375"] = len(photos) / t
+    big = torch.stack([decode(photos[k % len(photos)]) for k in range(n_large)])
+    ours, theirs = compare(big, 224, 16, ds.mean, ds.std)
+    results.update(pairs_per_s_224px=ours, reference_pairs_per_s_224px=theirs, ratio_224px=ours / theirs)
+    results["pairs_per_s_224px_with_decode"] = 1.0 / (1.0 / ours + 1.0 / results["decode_per_s_500x375"])
     return results
 
 
@@ -126,7 +140,7 @@ def bench_dataset(quick: bool = False) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
-    from .data import build_dataset
+    from ..data import build_dataset
 
     n_train, n_test = (2000, 500) if quick else (10_000, 2000)
     knn, logreg = [], []
@@ -158,10 +172,10 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, device="cpu") -> float:
 
 def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> dict:
     """A fixed training batch of the right shapes (random views, real keyed geometry and masks)."""
-    from .masking import keyed_masks
-    from .views import GEOM_DRAWS, sample_geometry
-    from .seeding import keyed_uniform, sample_keys
-    from .pipeline import objective_inputs
+    from ..masking import keyed_masks
+    from ..views import GEOM_DRAWS, sample_geometry
+    from ..seeding import keyed_uniform, sample_keys
+    from ..pipeline import objective_inputs
     _, mask_kind, num_masked = objective_inputs(cfg)
     g = torch.Generator().manual_seed(0)
     S = cfg.data.image_size
@@ -171,7 +185,7 @@ def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> di
              "view2": torch.randn(batch_size, in_chans, S, S, generator=g),
              "geom1": geoms[0], "geom2": geoms[1],
              "mask": keyed_masks(0, 0, idx, cfg.grid, num_masked, mask_kind)}
-    from .pipeline import move_batch
+    from ..pipeline import move_batch
     return move_batch(batch, torch.device(device))
 
 
@@ -188,7 +202,7 @@ def count_flops(model, batch: dict, amp=None) -> float:
 
 def flop_per_image(cfg, batch_size: int = 8) -> float:
     """FLOP per image of one training step of the configured objective (CPU, fp32)."""
-    from .train import build_model
+    from ..train import build_model
     torch.manual_seed(0)
     model = build_model(cfg).train()
     return count_flops(model, synthetic_batch(cfg, batch_size)) / batch_size
@@ -197,7 +211,7 @@ def flop_per_image(cfg, batch_size: int = 8) -> float:
 def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> dict:
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch,
     FLOP per image of forward + backward (FlopCounterMode), and utilisation against the matmul peak."""
-    from .train import autocast_dtype, build_model, param_groups
+    from ..train import autocast_dtype, build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_model(cfg).to(dev).train()
@@ -228,7 +242,7 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> di
 
 def bench_train(quick: bool = False, presets=None, batch_size=None, device=None) -> dict:
     """Training-step speed of presets on this machine (small batches for the big ones on a CPU)."""
-    from .presets import preset
+    from ..presets import preset
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cpu_batches = {"tiny": 64, "demo": 128, "vit-b16-paper": 8}
     names = presets or (["tiny", "demo"] if quick else list(cpu_batches))
@@ -245,7 +259,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
                 overrides=(), datasets=None) -> dict:
     """The paper's claim at small scale (simlab.claim): opt-in, about 1.5 hours per dataset on a 2-core
     CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``."""
-    from .claim import markdown_table, run_claim
+    from ..claim import markdown_table, run_claim
     if quick:  # a smoke test of the harness: tiny models and sets, one seed
         kwargs = dict(preset_name="tiny", steps=steps or 4, seeds=seeds or (0,), train_size=200, test_size=100)
     else:
