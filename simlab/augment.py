@@ -118,10 +118,12 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1).clamp_(0, 1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with a per-sample ``sigma`` (B,), reflect padding."""
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float | None = None) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample ``sigma`` (B,), reflect padding. The kernel reaches
+    3 ``max_sigma`` (default: the largest sigma, read from ``sigma``; pass it to avoid a device sync)."""
     B, C, H, W = x.shape
-    radius = min(int(math.ceil(3 * float(sigma.max()))), H - 1, W - 1)
+    max_sigma = float(sigma.max()) if max_sigma is None else max_sigma
+    radius = min(int(math.ceil(3 * max_sigma)), H - 1, W - 1)
     if radius < 1:
         radius = 1
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
@@ -145,19 +147,22 @@ _OP_FN = {"brightness": adjust_brightness, "contrast": adjust_contrast,
 
 
 def _on_rows(x: torch.Tensor, rows: torch.Tensor, fn, *args) -> torch.Tensor:
-    """Apply ``fn`` to the selected rows (a bool mask (B,)) only, writing into ``x``."""
+    """Apply ``fn`` to the selected rows (a host bool mask (B,)) only, writing into ``x``; ``args``
+    are per-sample host tensors. Rows are chosen on the host, so a GPU batch needs no sync here."""
     idx = rows.nonzero().squeeze(1)
     if idx.numel() == len(x):
-        x.copy_(fn(x, *args))
+        x.copy_(fn(x, *(a.to(x.device, non_blocking=True) for a in args)))
     elif idx.numel() > 0:
-        x[idx] = fn(x[idx], *(a[idx] for a in args))
+        dev_idx = idx.to(x.device, non_blocking=True)
+        x[dev_idx] = fn(x[dev_idx], *(a[idx].to(x.device, non_blocking=True) for a in args))
     return x
 
 
 def apply_photometric(x: torch.Tensor, p: PhotoParams) -> torch.Tensor:
-    """Jitter (random order), grayscale, blur, solarize: (B, C, H, W) in [0, 1] -> same."""
-    dev = x.device
-    p = PhotoParams(*(t.to(dev) for t in p))
+    """Jitter (random order), grayscale, blur, solarize: (B, C, H, W) in [0, 1] -> same.
+
+    ``p`` stays on the host (it is a few numbers per sample); the images may be on any device."""
+    p = PhotoParams(*(t.cpu() for t in p))
     x = x.clone()  # the ops below write into their rows of x
     for position in range(4):
         for k, name in enumerate(_JITTER_OPS):
@@ -165,6 +170,8 @@ def apply_photometric(x: torch.Tensor, p: PhotoParams) -> torch.Tensor:
             x = _on_rows(x, rows, _OP_FN[name], getattr(p, name))
     if x.shape[1] == 3:
         x = _on_rows(x, p.grayscale, lambda im: grey(im).expand(-1, 3, -1, -1))
-    x = _on_rows(x, p.blur, gaussian_blur, p.sigma)
+    if p.blur.any():
+        top = float(p.sigma[p.blur].max())
+        x = _on_rows(x, p.blur, lambda im, sigma: gaussian_blur(im, sigma, top), p.sigma)
     x = _on_rows(x, p.solarize, solarize)
     return x

@@ -1,12 +1,14 @@
 """The package as users meet it: light import, pinned installs, CLI, demo, benchmarks."""
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from simlab.cli import main
 
@@ -51,9 +53,48 @@ def test_views_benchmark_prints_json_last():
     out = subprocess.run([sys.executable, "-m", "simlab.bench", "views", "--json", "--quick"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("pairs_per_s_32px", "pairs_per_s_224px", "decode_per_s_500x375", "shapes_images_per_s"):
+    for key in ("pairs_per_s_32px", "pairs_per_s_224px", "decode_per_s_500x375", "shapes_images_per_s",
+                "reference_pairs_per_s_32px", "reference_pairs_per_s_224px"):
         assert res[key] > 0
+    assert res["ratio_224px"] == pytest.approx(res["pairs_per_s_224px"] / res["reference_pairs_per_s_224px"])
     assert res["hardware"]["threads"] == 1
+
+
+def test_pil_reference_makes_normalised_views_of_the_right_size():
+    from PIL import Image
+
+    from simlab.bench.reference import PILTwoViews
+    from simlab.config import AugConfig
+    image = Image.fromarray(torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8).numpy())
+    v1, v2 = PILTwoViews(AugConfig(), 32, (0.5,) * 3, (0.25,) * 3)(image)
+    assert v1.shape == v2.shape == (3, 32, 32) and v1.min() >= -2.0 - 1e-6 and v1.max() <= 2.0 + 1e-6
+
+
+def test_probes_benchmark_agrees_with_scikit_learn_where_the_rules_coincide():
+    from simlab.bench.probes import bench_probes
+    res = bench_probes(quick=True)
+    assert res["knn_uniform_acc"] == res["sklearn_knn_acc"] and 0.3 < res["knn_acc"] < 1.0
+    assert res["knn_speedup"] > 0 and res["linear_probe_s"] > 0
+
+
+def test_gpu_check_dry_run_runs_the_whole_check_on_the_cpu():
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["dry_run"] and res["images_per_s"] > 0 and 0 < res["mfu"] < 1.5
+    assert res["views_pairs_per_s"] > 0 and res["views_max_abs_diff_vs_cpu"] == 0.0
+    assert not (ROOT / "bench" / "gpu.json").exists() or "dry_run" not in json.loads(
+        (ROOT / "bench" / "gpu.json").read_text()) or not json.loads((ROOT / "bench" / "gpu.json").read_text())["dry_run"]
+
+
+def test_scaling_benchmark_measures_each_sweep():
+    from simlab.bench.scaling import bench_scaling
+    res = bench_scaling(quick=True, device="cpu", plot=None)
+    for sweep, rows in res["sweeps"].items():
+        assert len(rows) == 3 and len({r[sweep] for r in rows}) == 3
+        assert all(r["step_s"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
 
 
 def test_train_benchmark_counts_the_flop_of_every_objective():

@@ -208,9 +208,10 @@ def flop_per_image(cfg, batch_size: int = 8) -> float:
     return count_flops(model, synthetic_batch(cfg, batch_size)) / batch_size
 
 
-def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> dict:
-    """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch,
-    FLOP per image of forward + backward (FlopCounterMode), and utilisation against the matmul peak."""
+def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops: bool = True) -> dict:
+    """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch and,
+    with ``flops``, FLOP per image of forward + backward (FlopCounterMode) and utilisation against
+    the matmul peak measured in the same process, dtype and thread count."""
     from ..train import autocast_dtype, build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -230,21 +231,23 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3) -> di
         opt.zero_grad(set_to_none=True)
         sync()
 
-    flop_per_image = count_flops(model, batch, amp) / batch_size
-    opt.zero_grad(set_to_none=True)
     t = timed(step, repeats=repeats, warmup=2)
-    peak = matmul_peak(amp or torch.float32, device=dev)
     ips = batch_size / t
-    return {"batch_size": batch_size, "step_s": t, "images_per_s": ips, "flop_per_image": flop_per_image,
-            "matmul_peak_flops": peak, "utilisation": ips * flop_per_image / peak,
-            "precision": str(amp or torch.float32).replace("torch.", "")}
+    out = {"batch_size": batch_size, "step_s": t, "images_per_s": ips,
+           "precision": str(amp or torch.float32).replace("torch.", "")}
+    if flops:
+        flop_per_image = count_flops(model, batch, amp) / batch_size
+        opt.zero_grad(set_to_none=True)
+        peak = matmul_peak(amp or torch.float32, device=dev)
+        out.update(flop_per_image=flop_per_image, matmul_peak_flops=peak, utilisation=ips * flop_per_image / peak)
+    return out
 
 
 def bench_train(quick: bool = False, presets=None, batch_size=None, device=None) -> dict:
     """Training-step speed of presets on this machine (small batches for the big ones on a CPU)."""
     from ..presets import preset
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cpu_batches = {"tiny": 64, "demo": 128, "vit-b16-paper": 8}
+    cpu_batches = {"tiny": 64, "demo": 128, "official-a": 128, "cifar-vit-s": 32, "vit-b16-paper": 8}
     names = presets or (["tiny", "demo"] if quick else list(cpu_batches))
     out = {"hardware": hardware(), "device": device, "presets": {}}
     for name in names:
@@ -273,7 +276,23 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
     return {"hardware": hardware(), "datasets": reports}
 
 
-BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim}
+def bench_probes(quick: bool = False) -> dict:
+    from .probes import bench_probes as run
+    return run(quick=quick)
+
+
+def bench_scaling(quick: bool = False, device=None) -> dict:
+    from .scaling import bench_scaling as run
+    return run(quick=quick, device=device, plot="bench/scaling.png" if not quick else None)
+
+
+def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
+    from .gpu import bench_gpu as run
+    return run(quick=quick, dry_run=dry_run)
+
+
+BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+              "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
 def _table(name: str, res: dict, indent: str = "  ") -> str:
@@ -285,6 +304,10 @@ def _table(name: str, res: dict, indent: str = "  ") -> str:
         if isinstance(v, dict):
             lines.append(f"{indent}{k}:")
             lines.append(_table(k, v, indent + "  "))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):  # rows of a sweep
+            lines.append(f"{indent}{k}:")
+            lines.extend(f"{indent}  " + "  ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}"
+                                                    for a, b in row.items()) for row in v)
         else:
             lines.append(f"{indent}{k:<34} {v:>12.4g}" if isinstance(v, float) else f"{indent}{k:<34} {v}")
     return "\n".join(lines)
@@ -296,9 +319,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--save", action="store_true", help="also write bench/NAME.json")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
+    parser.add_argument("--dry-run", action="store_true", help="gpu: the same check on the CPU at toy sizes")
     parser.add_argument("--preset", action="append", help="train: preset(s) to measure (default: all)")
     parser.add_argument("--batch-size", type=int, help="train: batch size (default: per preset)")
-    parser.add_argument("--device", help="train: cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", help="train, scaling: cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default="runs/claim", help="claim: folder of its runs (rerun to resume)")
     parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, help="claim: steps of every run (default: 500, equal for all)")
@@ -310,6 +334,10 @@ def main(argv=None) -> int:
     kwargs = {}
     if args.name == "train":
         kwargs = {"presets": args.preset, "batch_size": args.batch_size, "device": args.device}
+    if args.name == "scaling":
+        kwargs = {"device": args.device}
+    if args.name == "gpu":
+        kwargs = {"dry_run": args.dry_run}
     if args.name == "claim":
         kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "objectives": args.objective,
                   "overrides": args.set, "datasets": args.datasets}
