@@ -275,3 +275,35 @@ def export_encoder_safetensors(src, dst) -> None:
     meta = {"format": "simlab-encoder", "preprocess": json.dumps(ckpt["preprocess"]), "config": ckpt["config"]}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(dst), metadata=meta)
+
+
+def timm_state(encoder: torch.nn.Module) -> dict:
+    """An encoder's weights under timm ``VisionTransformer`` names, for a model built with
+    ``global_pool="avg"`` (timm then has no final ``norm`` and a fresh ``fc_norm``, as MAE's
+    fine-tuning): simlab's block names are timm's; the sin-cos table becomes the ``pos_embed``
+    parameter; ``fc_norm`` is written at its identity initialisation."""
+    if not isinstance(encoder.norm, torch.nn.Identity):
+        raise CheckpointError("this encoder ends with a norm (an MAE baseline); the timm export is for SiM encoders")
+    state = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
+    dim = encoder.embed_dim
+    state["fc_norm.weight"], state["fc_norm.bias"] = torch.ones(dim), torch.zeros(dim)
+    return state
+
+
+def export_encoder_timm(src, dst) -> dict:
+    """The online encoder as safetensors with timm ``VisionTransformer`` key names (what detectron2's
+    ViTDet and mmsegmentation configs load for MAE-style backbones); returns the timm model kwargs,
+    which are also in the file's metadata."""
+    from safetensors.torch import save_file
+    ckpt = load_checkpoint(src)
+    encoder = load_encoder(src)
+    m = encoder.config.model
+    kwargs = {"img_size": encoder.preprocess["input_size"], "patch_size": m.patch_size,
+              "in_chans": encoder.preprocess["in_chans"], "embed_dim": m.embed_dim, "depth": m.depth,
+              "num_heads": m.num_heads, "mlp_ratio": m.mlp_ratio, "qkv_bias": True, "global_pool": "avg",
+              "num_classes": 0}
+    meta = {"format": "timm-vision-transformer", "timm_kwargs": json.dumps(kwargs),
+            "preprocess": json.dumps(ckpt["preprocess"]), "source": "simlab"}
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_file(timm_state(encoder), str(dst), metadata=meta)
+    return kwargs

@@ -42,13 +42,22 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_encoder_safetensors, slim_copy
+    from .checkpoint import export_encoder_safetensors, export_encoder_timm, slim_copy
     if args.format == "checkpoint":
         digest = slim_copy(args.checkpoint, args.out)
         print(f"wrote {args.out} (sha256 {digest[:16]}...)")
+    elif args.format == "timm":
+        kwargs = export_encoder_timm(args.checkpoint, args.out)
+        print(f"wrote {args.out}; load it into timm.models.vision_transformer.VisionTransformer(**{kwargs})")
     else:
         export_encoder_safetensors(args.checkpoint, args.out)
         print(f"wrote {args.out}")
+    return 0
+
+
+def _import_official(args: argparse.Namespace) -> int:
+    from .official import import_official
+    import_official(args.checkpoint, args.out, args.num_heads, args.decoder_heads)
     return 0
 
 
@@ -125,10 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a checkpoint's weights for sharing or for other toolkits")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--format", choices=("simlab", "checkpoint"), default="simlab",
-                   help="simlab: encoder weights as safetensors; checkpoint: the whole model "
-                        "without optimizer state, for sharing")
+    p.add_argument("--format", choices=("simlab", "timm", "checkpoint"), default="simlab",
+                   help="simlab: encoder weights as safetensors; timm: the encoder as safetensors with timm "
+                        "VisionTransformer names (global_pool='avg'), for ViTDet and mmsegmentation; "
+                        "checkpoint: the whole model without optimizer state, for sharing")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("import-official", help="turn the official SiM release (e.g. sim_base_1600ep_pretrain.pth, "
+                                               "downloaded by you) into a simlab checkpoint")
+    p.add_argument("--checkpoint", required=True, help="the official .pth file")
+    p.add_argument("--out", required=True, help="the simlab checkpoint to write")
+    p.add_argument("--num-heads", type=int, help="encoder heads (default: from the file's args.model)")
+    p.add_argument("--decoder-heads", type=int, help="decoder heads (default: from the file's args.model)")
+    p.set_defaults(func=_import_official)
 
     p = sub.add_parser("notebook", help="execute notebooks/NAME.ipynb with papermill into RUN_DIR/NAME.ipynb")
     p.add_argument("name", help="00_tour, 01_view_geometry, 02_pretrain, 03_dense_features or 04_probes")

@@ -315,12 +315,15 @@ def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     """Logistic regression on ``n`` labelled images per class, ``draws`` random draws per ``n``.
 
     Returns ``{n: {"mean", "std", "accs"}}``; draw ``d`` of ``n`` shots is keyed by ``(seed, n, d)``.
+    A shot count larger than the smallest class of the train set is left out (too few images to draw).
     """
     from sklearn.preprocessing import StandardScaler
     xtr, ytr, xte, yte = train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy()
-    classes = np.unique(ytr)
+    classes, counts = np.unique(ytr, return_counts=True)
     out = {}
     for n in shots:
+        if n > counts.min():
+            continue
         accs = []
         for d in range(draws):
             rng = np.random.default_rng([seed, n, d])
