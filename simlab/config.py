@@ -38,7 +38,7 @@ def _check_range(pair: tuple, name: str, lo: float, hi: float) -> None:
 
 
 # The datasets simlab.data can build (DESIGN.md "Datasets").
-DATASET_NAMES = ("shapes", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
+DATASET_NAMES = ("shapes", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "voc", "ade20k")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +48,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DataConfig:
     """Which images, at which size, from where."""
 
-    dataset: str = "shapes"              # shapes | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder
+    dataset: str = "shapes"              # shapes | fashion-mnist | cifar10 | cifar100 | stl10 | imagefolder | voc | ade20k
     data_root: Optional[str] = None      # folder of the data (None: the dataset's default place)
     image_size: int = 32                 # side of each view in pixels (views are square)
     train_size: Optional[int] = None     # shapes: images in the pool; others: a subsample (None: all)

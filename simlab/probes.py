@@ -161,13 +161,19 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def patch_labels(masks: torch.Tensor, grid: int) -> torch.Tensor:
-    """Majority mask label of each patch: masks (B, H, W) -> (B, grid*grid) int64."""
+    """Majority mask label of each patch: masks (B, H, W) -> (B, grid*grid) int64. Pixels marked
+    ``IGNORE_LABEL`` do not vote; a patch of ignored pixels only is ``IGNORE_LABEL`` itself."""
+    from .data import IGNORE_LABEL
     B, H, W = masks.shape
     ph, pw = H // grid, W // grid
     m = masks[:, :grid * ph, :grid * pw].long().reshape(B, grid, ph, grid, pw).permute(0, 1, 3, 2, 4)
     m = m.reshape(B, grid * grid, ph * pw)
-    counts = F.one_hot(m, int(masks.max()) + 1).sum(2)  # (B, N, K)
-    return counts.argmax(-1)  # ties go to the lower label (background)
+    ignored = m == IGNORE_LABEL
+    scored = m.masked_fill(ignored, 0)
+    top = int(scored.max()) + 1 if scored.numel() else 1
+    counts = (F.one_hot(scored, top) * (~ignored)[..., None]).sum(2)  # (B, N, K)
+    labels = counts.argmax(-1)  # ties go to the lower label (background)
+    return labels.masked_fill(ignored.all(-1), IGNORE_LABEL)
 
 
 def iou_scores(pred: np.ndarray, true: np.ndarray, classes: Iterable[int]) -> dict:
@@ -190,18 +196,26 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
     mIoU (a classifier over background + classes); ``dense_converged`` says whether both fits converged.
     """
     from sklearn.preprocessing import StandardScaler
+
+    from .data import IGNORE_LABEL
     D = train_tokens.shape[-1]
-    xtr = train_tokens.reshape(-1, D).numpy()
-    xte = test_tokens.reshape(-1, D).numpy()
     ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
+    keep_tr, keep_te = ytr != IGNORE_LABEL, yte != IGNORE_LABEL  # patches no label covers are not scored
+    xtr = train_tokens.reshape(-1, D).numpy()[keep_tr]
+    xte = test_tokens.reshape(-1, D).numpy()[keep_te]
+    ytr, yte = ytr[keep_tr], yte[keep_te]
     scaler = StandardScaler().fit(xtr)
     xtr, xte = scaler.transform(xtr), scaler.transform(xte)
-    fg_clf, ok_fg = _fit_logistic(xtr, ytr > 0, C, max_iter)
-    binary = iou_scores(fg_clf.predict(xte).astype(int), (yte > 0).astype(int), (0, 1))
+    out = {}
+    ok_fg = True
+    if len(np.unique(ytr > 0)) == 2:  # a set without background (ADE20K) has no fg/bg split to learn
+        fg_clf, ok_fg = _fit_logistic(xtr, ytr > 0, C, max_iter)
+        binary = iou_scores(fg_clf.predict(xte).astype(int), (yte > 0).astype(int), (0, 1))
+        out.update(fg_bg_miou=float(np.mean(list(binary.values()))), fg_iou=float(binary.get(1, 0.0)))
     cls_clf, ok_cls = _fit_logistic(xtr, ytr, C, max_iter)
     per_class = iou_scores(cls_clf.predict(xte), yte, np.unique(np.concatenate([ytr, yte])))
-    return {"fg_bg_miou": float(np.mean(list(binary.values()))), "fg_iou": float(binary.get(1, 0.0)),
-            "class_miou": float(np.mean(list(per_class.values()))), "dense_converged": ok_fg and ok_cls}
+    out.update(class_miou=float(np.mean(list(per_class.values()))), dense_converged=ok_fg and ok_cls)
+    return out
 
 
 def raw_pixel_tokens(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -263,6 +277,9 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
                "images": torch.stack([F.interpolate(it["image"][None].float(), size=(image_size, image_size),
                                                     mode="bilinear", antialias=True)[0] for it in items])
                .round().clamp(0, 255).to(torch.uint8)}
+        if items and "mask" in items[0]:  # masks follow their images (nearest: labels stay labels)
+            out["masks"] = torch.stack([F.interpolate(it["mask"][None, None].float(), size=(image_size, image_size),
+                                                      mode="nearest")[0, 0] for it in items]).to(torch.uint8)
     if (out["labels"] < 0).any():
         raise ConfigError(f"{field}: {name!r} has unlabeled images; name a labelled dataset")
     return out
