@@ -55,6 +55,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from .finetune import finetune, finetune_config
+    from .train import NonFiniteError
+    cfg = finetune_config(args.preset, args.set or [], dataset=args.dataset, data_root=args.data_root,
+                          epochs=args.epochs, steps=args.steps, seed=args.seed, random_init=args.random_init)
+    try:
+        results = finetune(args.checkpoint, cfg, args.out)
+    except NonFiniteError as e:
+        print(f"simlab finetune: stopped: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def _import_official(args: argparse.Namespace) -> int:
     from .official import import_official
     import_official(args.checkpoint, args.out, args.num_heads, args.decoder_heads)
@@ -139,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "VisionTransformer names (global_pool='avg'), for ViTDet and mmsegmentation; "
                         "checkpoint: the whole model without optimizer state, for sharing")
     p.set_defaults(func=_export)
+
+    from .finetune import FINETUNE_PRESETS
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint's encoder end to end for classification "
+                                        "(the paper's protocol, scaled by preset); re-running resumes")
+    p.add_argument("--checkpoint", default=None, help="checkpoint or run folder (default: the shipped demo one)")
+    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints, results.json)")
+    p.add_argument("--preset", default="demo", choices=list(FINETUNE_PRESETS),
+                   help="paper: the official ImageNet recipe; demo: a few CPU minutes; tiny: tests")
+    p.add_argument("--dataset", help="labelled dataset (default: the checkpoint's pretraining dataset)")
+    p.add_argument("--data-root")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float)
+    length.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--random-init", type=int, metavar="SEED",
+                   help="fine-tune a freshly initialised encoder of the same architecture (the baseline)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fine-tuning field (repeatable)")
+    p.set_defaults(func=_finetune)
 
     p = sub.add_parser("import-official", help="turn the official SiM release (e.g. sim_base_1600ep_pretrain.pth, "
                                                "downloaded by you) into a simlab checkpoint")

@@ -1,0 +1,449 @@
+"""End-to-end fine-tuning of a pretrained encoder for classification (SIM_SPEC.md section 5).
+
+The paper's protocol (MAE's ``main_finetune.py``): mean of the patch tokens, a fresh ``fc_norm``
+LayerNorm and a Linear head (trunc-normal, std 2e-5); AdamW with layer-wise lr decay 0.65, weight
+decay 0.05 (none on biases, norms and the cls token); linear warmup then cosine to ``min_lr``; drop
+path 0.1; RandAugment ``rand-m9-mstd0.5-inc1`` and random erasing 0.25 through timm; mixup 0.8 and
+cutmix 1.0 through timm's ``Mixup`` with label smoothing 0.1. Presets scale it (``paper``, ``demo``,
+``tiny``). Evaluation: resize to ``size / crop_pct`` and centre-crop, top-1 and top-5.
+
+A run folder follows pretraining's rules: ``config.json``, ``metrics.jsonl``, atomic checkpoints
+with a sha256, resume from the newest valid one (a run defined differently is refused), SIGTERM
+saves and stops, ``results.json`` and ``COMPLETE`` at the end. Each step's augmentation and mixup
+draws are keyed by ``(seed, step)``, so a resumed run sees what an uninterrupted one saw, whatever
+the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import (FORMAT, SCHEMA, CheckpointError, checkpoint_path, code_version, load_checkpoint,
+                         newest_valid, prune_checkpoints, resolve_checkpoint, save_atomic, sha256_of)
+from .config import ConfigError, _check, _check_prob, apply_overrides
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run is defined by (and a few execution-only fields)."""
+
+    dataset: Optional[str] = None        # labelled dataset (None: the checkpoint's pretraining dataset)
+    data_root: Optional[str] = None
+    train_size: Optional[int] = None     # first N train images (None: all; shapes: its pool size)
+    val_size: Optional[int] = None       # first N validation (test split) images (None: all)
+    batch_size: int = 1024
+    epochs: float = 100
+    steps: Optional[int] = None          # overrides epochs when set
+    blr: float = 2.5e-4                  # lr = blr * batch_size / 256 unless lr is set
+    lr: Optional[float] = None
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65
+    drop_path: float = 0.1
+    label_smoothing: float = 0.1
+    mixup: float = 0.8                   # mixup alpha (0: off)
+    cutmix: float = 1.0                  # cutmix alpha (0: off)
+    randaug: str = "rand-m9-mstd0.5-inc1"  # timm auto-augment policy ('' : none)
+    reprob: float = 0.25                 # random erasing probability
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_pct: float = 0.875              # evaluation: resize to size / crop_pct, centre-crop
+    clip_grad: Optional[float] = None
+    seed: int = 0
+    random_init: Optional[int] = None    # fine-tune a fresh encoder of the checkpoint's architecture (baseline)
+    # execution only
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    EXECUTION_FIELDS = ("data_root", "device", "precision", "num_workers", "log_every", "checkpoint_every",
+                        "keep_checkpoints", "progress")
+
+    def validate(self) -> "FinetuneConfig":
+        for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        _check(self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
+        _check(self.blr > 0, "blr", f"must be positive, got {self.blr}")
+        _check(self.lr is None or self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(0 <= self.min_lr, "min_lr", f"must be >= 0, got {self.min_lr}")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0 < self.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {self.layer_decay}")
+        _check(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        _check(self.mixup >= 0 and self.cutmix >= 0, "mixup", "mixup and cutmix alphas must be >= 0")
+        _check_prob(self.reprob, "reprob")
+        _check(0 < self.crop_pct <= 1, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
+        _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
+               f"must be 0 < low <= high <= 1, got {self.crop_scale}")
+        _check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
+               f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        return self
+
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else self.blr * self.batch_size / 256
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def defining_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if k not in self.EXECUTION_FIELDS}
+
+
+def _paper() -> FinetuneConfig:
+    return FinetuneConfig()
+
+
+def _demo() -> FinetuneConfig:
+    """A few CPU minutes on ``shapes``: the paper's recipe with a lighter RandAugment and shorter schedule."""
+    return FinetuneConfig(train_size=10_000, val_size=2_000, batch_size=128, steps=300, lr=1e-3, warmup_epochs=0.5,
+                          randaug="rand-m5-mstd0.5-inc1", mixup=0.2, cutmix=0.0, reprob=0.1, crop_scale=(0.35, 1.0),
+                          drop_path=0.05, log_every=10, checkpoint_every=100)
+
+
+def _tiny() -> FinetuneConfig:
+    """For tests: no mixup, RandAugment or erasing; tens of steps."""
+    return FinetuneConfig(train_size=2_000, val_size=500, batch_size=64, steps=80, lr=1e-3, warmup_epochs=0.2,
+                          randaug="", mixup=0.0, cutmix=0.0, reprob=0.0, crop_scale=(0.5, 1.0), drop_path=0.0,
+                          label_smoothing=0.1, log_every=5, checkpoint_every=20, progress=False)
+
+
+FINETUNE_PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"paper": _paper, "demo": _demo, "tiny": _tiny}
+
+
+def finetune_config(preset: str = "paper", overrides=(), **named) -> FinetuneConfig:
+    """A preset, then named values that are not None, then ``key=value`` overrides, validated."""
+    if preset not in FINETUNE_PRESETS:
+        raise ConfigError(f"preset: unknown fine-tuning preset {preset!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
+    cfg = FINETUNE_PRESETS[preset]()
+    apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
+    if named.get("epochs") is not None and named.get("steps") is None:
+        cfg.steps = None
+    apply_overrides(cfg, list(overrides))
+    return cfg.validate()
+
+
+# ---------------------------------------------------------------------------- the model
+class Classifier(nn.Module):
+    """Pretrained encoder, mean of its patch tokens, a fresh ``fc_norm`` and a Linear head."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.embed_dim
+        self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder.forward_features(x)[:, 1:]  # (B, N, D), cls dropped
+        return self.head(self.fc_norm(tokens.mean(1)))
+
+
+def build_classifier(path, cfg: FinetuneConfig, num_classes: int) -> Classifier:
+    """The checkpoint's online encoder (or, with ``random_init``, a fresh one of its architecture),
+    rebuilt with the configured drop path and everything trainable, plus the head."""
+    from .checkpoint import config_of, load_encoder
+    from .vit import Encoder
+    pre = load_encoder(path)
+    m = config_of(load_checkpoint(path)).model
+    torch.manual_seed(cfg.random_init if cfg.random_init is not None else cfg.seed)
+    encoder = Encoder(pre.preprocess["input_size"], m.patch_size, pre.preprocess["in_chans"], m.embed_dim, m.depth,
+                      m.num_heads, m.mlp_ratio, drop_path=cfg.drop_path, train_patch_embed=True)
+    if cfg.random_init is None:
+        encoder.load_state_dict(pre.state_dict())
+    model = Classifier(encoder, num_classes)
+    model.preprocess = dict(pre.preprocess)
+    return model
+
+
+def param_groups(model: Classifier, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups with layer-wise lr decay (BEiT/MAE): the embedding is layer 0, block i is layer
+    i + 1, the head layer depth + 1; lr scale = decay ** (depth + 1 - layer). No weight decay on
+    1-D parameters (biases, norms) and the cls token."""
+    depth = len(model.encoder.blocks)
+    groups: dict = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        elif name.startswith("encoder."):
+            layer = 0
+        else:
+            layer = depth + 1
+        decay = not (p.ndim == 1 or name.endswith(".bias") or name.endswith("cls_token"))
+        key = (layer, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                           "lr_scale": layer_decay ** (depth + 1 - layer), "layer": layer}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+def lr_at(cfg: FinetuneConfig, step: int, steps_per_epoch: int, total: int) -> float:
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    peak = cfg.peak_lr()
+    if step < warmup:
+        return peak * step / max(warmup, 1e-12)
+    progress = min(max((step - warmup) / max(total - warmup, 1), 0.0), 1.0)
+    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------- data
+def _to_pil(image: torch.Tensor):
+    from PIL import Image
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+
+
+def _zero_bit_posterize() -> None:
+    """timm's RandAugment can ask ``PosterizeIncreasing`` for 0 bits (magnitude 10 after its noise);
+    Pillow >= 11 refuses that, while the Pillow the policy was tuned with returned a black image.
+    Give timm's op table that older behaviour (once)."""
+    from PIL import Image
+    from timm.data import auto_augment as aa
+    original = aa.posterize
+    if getattr(original, "zero_bits_ok", False):
+        return
+
+    def posterize(img, bits_to_keep, **kwargs):
+        if bits_to_keep <= 0:
+            return Image.new(img.mode, img.size)
+        return original(img, bits_to_keep, **kwargs)
+    posterize.zero_bits_ok = True
+    aa.posterize = posterize
+    for name, fn in list(aa.NAME_TO_OP.items()):
+        if fn is original:
+            aa.NAME_TO_OP[name] = posterize
+
+
+def transforms(cfg: FinetuneConfig, preprocess: dict):
+    """(train, eval) per-image transforms (timm's, PIL in, normalised tensor out)."""
+    from timm.data import create_transform
+    _zero_bit_posterize()
+    size, mean, std = preprocess["input_size"], tuple(preprocess["mean"]), tuple(preprocess["std"])
+    train = create_transform(size, is_training=True, scale=tuple(cfg.crop_scale), auto_augment=cfg.randaug or None,
+                             re_prob=cfg.reprob, re_mode="pixel", re_count=1, interpolation="bicubic",
+                             mean=mean, std=std)
+    evaluate = create_transform(size, is_training=False, crop_pct=cfg.crop_pct, interpolation="bicubic",
+                                mean=mean, std=std)
+    return train, evaluate
+
+
+class KeyedBatches(torch.utils.data.Dataset):
+    """``(step, epoch, indices)`` -> (images, labels), the augmentation keyed by ``(seed, step)``."""
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __getitem__(self, item):
+        step, _, indices = item
+        key = (self.seed * 1_000_003 + step) % 2 ** 31
+        random.seed(key)  # timm's RandAugment and erasing draw from these
+        torch.manual_seed(key)
+        np.random.seed(key)
+        items = [self.dataset[int(i)] for i in indices]
+        images = torch.stack([self.transform(_to_pil(it["image"])) for it in items])
+        return images, torch.as_tensor([int(it["label"]) for it in items]), step
+
+    def __len__(self):
+        return 0
+
+
+def evaluate(model: Classifier, dataset, transform, device: torch.device, batch_size: int = 256,
+             amp=None) -> dict:
+    """Top-1 and top-5 accuracy (top-5 where there are more than 5 classes) over a labelled dataset."""
+    model.eval()
+    correct1 = correct5 = n = 0
+    with torch.no_grad():
+        for s in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(s, min(s + batch_size, len(dataset)))]
+            x = torch.stack([transform(_to_pil(it["image"])) for it in items]).to(device)
+            y = torch.as_tensor([int(it["label"]) for it in items], device=device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x).float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += int((top[:, 0] == y).sum())
+            correct5 += int((top == y[:, None]).any(1).sum())
+            n += len(y)
+    model.train()
+    out = {"top1": correct1 / max(n, 1)}
+    if logits.shape[1] > 5:
+        out["top5"] = correct5 / max(n, 1)
+    return out
+
+
+class _Subset(torch.utils.data.Dataset):
+    def __init__(self, dataset, n: Optional[int]):
+        self.dataset, self.n = dataset, len(dataset) if n is None else min(n, len(dataset))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+
+# ---------------------------------------------------------------------------- the run
+def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None] = print) -> dict:
+    """Fine-tune into ``run_dir`` (resuming from its newest valid checkpoint); returns the results."""
+    from .data import build_dataset
+    from .pipeline import StepBatches
+    from .train import NonFiniteError, Terminated, _StopOnSigterm, autocast_dtype, resolve_device
+
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "COMPLETE").exists():
+        log(f"{run_dir} is complete; nothing to do")
+        return json.loads((run_dir / "results.json").read_text())
+    source = resolve_checkpoint(checkpoint)
+    source_sha = sha256_of(source)
+    from .checkpoint import config_of
+    enc_cfg = config_of(load_checkpoint(source))
+    dataset_name = cfg.dataset or enc_cfg.data.dataset
+    root = cfg.data_root if cfg.data_root is not None else (enc_cfg.data.data_root if cfg.dataset is None else None)
+    shapes_size = {"size": cfg.train_size} if dataset_name == "shapes" and cfg.train_size else {}
+    train_ds = build_dataset(dataset_name, "train", root, image_size=enc_cfg.data.image_size, seed=enc_cfg.seed,
+                             **shapes_size)
+    val_ds = build_dataset(dataset_name, "test", root, image_size=enc_cfg.data.image_size, seed=enc_cfg.seed,
+                           **({"size": cfg.val_size} if dataset_name == "shapes" and cfg.val_size else {}))
+    train_ds, val_ds = _Subset(train_ds, cfg.train_size), _Subset(val_ds, cfg.val_size)
+    num_classes = train_ds.dataset.num_classes
+    if not num_classes:
+        raise ConfigError(f"dataset: {dataset_name!r} has no class labels to fine-tune on")
+
+    device = resolve_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    model = build_classifier(source, cfg, num_classes).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.peak_lr(),
+                                  **({"fused": True} if device.type == "cuda" else {}))
+    spe = len(train_ds) // cfg.batch_size
+    if spe < 1:
+        raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(train_ds)} training images")
+    total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * spe))
+
+    start = 0
+    found = newest_valid(run_dir, log)
+    if found is not None:
+        path, ckpt = found
+        old = json.loads(ckpt["finetune_config"])
+        diff = {k: (old.get(k), v) for k, v in cfg.defining_dict().items() if old.get(k) != v}
+        if ckpt.get("source", {}).get("sha256") != source_sha:
+            diff["checkpoint"] = (ckpt.get("source", {}).get("sha256", "?")[:16], source_sha[:16])
+        if diff:
+            lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
+            raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+        log(f"resuming {run_dir} from step {start} ({path.name})")
+    else:
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    metrics_path = run_dir / "metrics.jsonl"
+    kept = [line for line in metrics_path.read_text().splitlines() if line.strip()
+            and json.loads(line)["step"] <= start] if metrics_path.exists() and start else []
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    train_tf, eval_tf = transforms(cfg, model.preprocess)
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                   num_classes=num_classes) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
+    criterion = (SoftTargetCrossEntropy() if mixup is not None else
+                 LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
+    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, total, start)
+    loader = torch.utils.data.DataLoader(KeyedBatches(train_ds, train_tf, cfg.seed), batch_size=None, sampler=sampler,
+                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+
+    def save(step: int) -> Path:
+        ckpt = {"format": FORMAT, "schema": SCHEMA, "kind": "finetune", "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": None, "step": step, "epoch": step / spe, "rng": None,
+                "config": enc_cfg.to_json(), "finetune_config": cfg.to_json(), "code_version": code_version(),
+                "preprocess": model.preprocess, "num_classes": num_classes,
+                "source": {"checkpoint": str(source), "sha256": source_sha}}
+        path = checkpoint_path(run_dir, step)
+        path.parent.mkdir(exist_ok=True)
+        save_atomic(ckpt, path)
+        prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        return path
+
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start, desc="finetune", unit="step", dynamic_ncols=True)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    model.train()
+    began = time.perf_counter()
+    try:
+        with _StopOnSigterm() as sigterm:
+            for images, labels, step in loader:
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if mixup is not None:
+                    np.random.seed((cfg.seed * 1_000_003 + step) % 2 ** 31)  # timm's Mixup draws from numpy
+                    random.seed((cfg.seed * 1_000_003 + step) % 2 ** 31)
+                    images, targets = mixup(images, labels)
+                else:
+                    targets = labels
+                lr = lr_at(cfg, step, spe, total)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr * g["lr_scale"]
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits = model(images)
+                loss = criterion(logits.float(), targets)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"))
+                values = torch.stack([loss.detach(), norm.float()]).tolist()  # the one host read per step
+                if not all(math.isfinite(v) for v in values):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteError(f"step {step}: non-finite loss or gradient norm ({values}); "
+                                         f"the optimizer step was not applied")
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                done = step + 1
+                if done % cfg.log_every == 0 or done == total:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps({"step": done, "epoch": done / spe, "loss": values[0], "lr": lr,
+                                            "grad_norm": values[1]}) + "\n")
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{values[0]:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                if done % cfg.checkpoint_every == 0 or done == total or sigterm.requested:
+                    save(done)
+                if sigterm.requested:
+                    log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
+                    raise Terminated(done)
+    finally:
+        if bar is not None:
+            bar.close()
+    results = {"dataset": dataset_name, "train_size": len(train_ds), "val_size": len(val_ds), "steps": total,
+               "encoder": "random-init" if cfg.random_init is not None else "pretrained",
+               "checkpoint": str(source), "sha256": source_sha,
+               **evaluate(model, val_ds, eval_tf, device, amp=amp), "seconds_since_start": time.perf_counter() - began}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run_dir / "COMPLETE").write_text("results.json\n")
+    log(f"finished: top-1 {results['top1']:.4f} on {len(val_ds)} {dataset_name} validation images")
+    return results
