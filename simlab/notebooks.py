@@ -43,6 +43,11 @@ def one_of(*choices):
     return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
 
 
+def _finetune_preset(v):
+    from .finetune import FINETUNE_PRESETS
+    return None if v in FINETUNE_PRESETS else f"unknown preset; choose one of {', '.join(FINETUNE_PRESETS)}"
+
+
 def _preset_name(v):
     from .presets import PRESETS
     return None if v in PRESETS else f"unknown preset; choose one of {', '.join(PRESETS)}"
@@ -101,6 +106,16 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "test_size": Param("int", at_least(10), "test images"),
         "claim_dir": Param("str?", help="a 'python -m simlab.bench claim' folder whose table to show"),
     },
+    "05_finetune": {
+        **_COMMON,
+        "checkpoint": Param("str?", help="checkpoint or run folder (None: the shipped demo checkpoint)"),
+        "preset": Param("str", _finetune_preset, "fine-tuning recipe: paper, demo or tiny"),
+        "dataset": Param("str?", help="labelled dataset (None: the checkpoint's pretraining dataset)"),
+        "data_root": Param("str?", help="folder of that dataset"),
+        "steps": Param("int?", at_least(1), "optimizer steps (None: the preset's length)"),
+        "random_init": Param("bool", help="also fine-tune a random-init encoder, the same way"),
+        "overrides": Param("list[str]", help="fine-tuning overrides 'key=value', as simlab finetune --set"),
+    },
 }
 
 
@@ -150,7 +165,20 @@ def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
         out[name] = value
     if notebook == "02_pretrain":
         pretrain_config(out)  # the config's own validation, with the parameter's name in its message
+    if notebook == "05_finetune":
+        finetune_config_of(out)
     return out
+
+
+def finetune_config_of(params: dict, random_init: Optional[int] = None):
+    """05_finetune's parameters as a validated FinetuneConfig (as ``simlab finetune`` builds it)."""
+    from .config import ConfigError
+    from .finetune import finetune_config
+    try:
+        return finetune_config(params["preset"], params["overrides"], dataset=params["dataset"],
+                               data_root=params["data_root"], steps=params["steps"], random_init=random_init)
+    except ConfigError as e:
+        raise ParameterError(f"parameter 'overrides': {e}") from None
 
 
 def pretrain_config(params: dict):

@@ -150,3 +150,20 @@ def test_probes_notebook_with_raw_pixels_and_a_claim_table(tmp_path):
     text = "".join("".join(o.get("text", "")) for o in outputs)
     assert "raw pixels on shapes" in text
     assert any("| sim |" in "".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)  # the claim table
+
+
+def test_finetune_notebook_runs_both_encoders_and_draws_the_curves(tmp_path):
+    run = tmp_path / "ft"
+    assert main(["notebook", "05_finetune", "--out", str(run), "--quiet", "-p", "preset", "tiny", "-p", "steps", "5",
+                 "-p", "overrides", '["train_size=256", "val_size=64", "log_every=1"]']) == 0
+    assert (run / "COMPLETE").exists() and (run / "finetune.png").stat().st_size > 5_000
+    results = json.loads((run / "finetune.json").read_text())
+    assert set(results) == {"pretrained", "random init"} and all(r["steps"] == 5 for r in results.values())
+    executed = json.loads((run / "05_finetune.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "| pretrained |" in text and "| random init |" in text
+
+
+def test_finetune_notebook_rejects_a_bad_override_naming_it(tmp_path, capsys):
+    assert main(["notebook", "05_finetune", "--out", str(tmp_path), "-p", "overrides", '["layer_decay=2"]']) == 2
+    assert "layer_decay" in capsys.readouterr().err
