@@ -34,10 +34,11 @@ def _point(preset_name: str, image_size: int, batch: int, mask_ratio: float, dev
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     stats = train_step_stats(cfg, batch, device, repeats=2, flops=False)
+    # on a CPU the growth can be 0 for toy sizes: the step then fits in memory the process already held
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else (rss_kb() - before) / 1024)
     return {"image_size": image_size, "batch_size": batch, "mask_ratio": mask_ratio,
             "num_masked": cfg.model.num_masked, "step_s": stats["step_s"], "images_per_s": stats["images_per_s"],
-            "peak_memory_mb": peak}
+            "peak_memory_mb": peak, "process_peak_mb": rss_kb() / 1024}
 
 
 def bench_scaling(quick: bool = False, device=None, plot: str = "bench/scaling.png") -> dict:
