@@ -109,13 +109,13 @@ def _notebook(args: argparse.Namespace) -> int:
 def _verify_data(args: argparse.Namespace) -> int:
     from .data import build_dataset
     ds = build_dataset(args.dataset, args.split, args.data_root)
-    if not hasattr(ds, "verify"):  # held as decoded arrays: building it read and checked every image
-        print(f"{args.dataset} ({args.split}): {len(ds)} images, all decoded")
+    if not hasattr(ds, "verify"):  # generated, or read whole as arrays when the dataset was built
+        print(f"{args.dataset} ({args.split}): {len(ds)} images; no per-file images to decode")
         return 0
     bad = ds.verify(progress=not args.quiet)
     for path, reason in bad:
         print(f"bad: {path}\t{reason}")
-    print(f"{args.dataset} ({args.split}) under {ds.root}: {len(ds)} files, {len(bad)} bad")
+    print(f"{args.dataset} ({args.split}) under {getattr(ds, 'root', args.data_root)}: {len(ds)} files, {len(bad)} bad")
     return 1 if bad else 0
 
 

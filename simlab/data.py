@@ -317,8 +317,11 @@ class SegmentationDataset(ImageDataset):
         from PIL import Image
         image_path, mask_path = self.pairs[i]
         image = decode_image(image_path)
-        with Image.open(mask_path) as m:
-            raw = np.asarray(m if m.mode in ("P", "L") else m.convert("L"), dtype=np.uint8)
+        try:
+            with Image.open(mask_path) as m:
+                raw = np.asarray(m if m.mode in ("P", "L") else m.convert("L"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise BadImageError(mask_path, f"{type(e).__name__}: {e}") from None
         mask = torch.from_numpy(self._remap(raw).astype(np.uint8))
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise BadImageError(mask_path, f"mask {tuple(mask.shape)} does not match its image "
@@ -326,6 +329,17 @@ class SegmentationDataset(ImageDataset):
         objects = mask[(mask > 0) & (mask != IGNORE_LABEL)].long()
         label = int(torch.bincount(objects).argmax()) - 1 if objects.numel() else 0
         return {"image": image, "label": max(label, 0), "mask": mask, "index": i}
+
+    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
+        """Decode every image and mask; ``(path, reason)`` of those that fail, in order."""
+        from tqdm.auto import tqdm
+        bad = []
+        for i in tqdm(range(len(self)), desc="verify", unit="pair", disable=not progress):
+            try:
+                self[i]
+            except BadImageError as e:
+                bad.append((e.path, e.reason))
+        return bad
 
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

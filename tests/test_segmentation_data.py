@@ -79,6 +79,20 @@ def test_ade20k_items_follow_the_mask_convention(ade_root):
     assert train.num_classes == 150
 
 
+def test_verify_data_checks_images_and_masks(voc_root, tmp_path, capsys):
+    from simlab.cli import main
+    assert main(["verify-data", "--dataset", "voc", "--data-root", str(voc_root), "--quiet"]) == 0
+    assert "6 files, 0 bad" in capsys.readouterr().out
+    import shutil
+    copy = tmp_path / "voc"
+    shutil.copytree(voc_root, copy)
+    mask = next((copy / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*000002.png"))
+    mask.write_bytes(mask.read_bytes()[:20])  # a cut mask
+    assert main(["verify-data", "--dataset", "voc", "--data-root", str(copy), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert f"bad: {mask}" in out and "6 files, 1 bad" in out
+
+
 def test_missing_layouts_raise_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotFound, match="VOCdevkit"):
         build_dataset("voc", "train", str(tmp_path))
