@@ -193,6 +193,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
 
 
+def save_step(run_dir: Path, step: int, ckpt: dict, keep: int) -> Path:
+    """Write a run's checkpoint of ``step`` atomically, then keep only the newest ``keep``."""
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(exist_ok=True)
+    save_atomic(ckpt, path)
+    prune_checkpoints(run_dir, keep)
+    return path
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
@@ -295,7 +304,6 @@ def export_encoder_timm(src, dst) -> dict:
     ViTDet and mmsegmentation configs load for MAE-style backbones); returns the timm model kwargs,
     which are also in the file's metadata."""
     from safetensors.torch import save_file
-    ckpt = load_checkpoint(src)
     encoder = load_encoder(src)
     m = encoder.config.model
     kwargs = {"img_size": encoder.preprocess["input_size"], "patch_size": m.patch_size,
@@ -303,7 +311,7 @@ def export_encoder_timm(src, dst) -> dict:
               "num_heads": m.num_heads, "mlp_ratio": m.mlp_ratio, "qkv_bias": True, "global_pool": "avg",
               "num_classes": 0}
     meta = {"format": "timm-vision-transformer", "timm_kwargs": json.dumps(kwargs),
-            "preprocess": json.dumps(ckpt["preprocess"]), "source": "simlab"}
+            "preprocess": json.dumps(encoder.preprocess), "source": "simlab"}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     save_file(timm_state(encoder), str(dst), metadata=meta)
     return kwargs

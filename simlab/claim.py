@@ -14,7 +14,6 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from .config import apply_overrides
 from .presets import preset

@@ -322,6 +322,15 @@ class Config:
         return cfg
 
 
+def check_same_definition(old: dict, new: dict, path) -> None:
+    """Refuse to resume from ``path`` when the run-defining fields differ; the error lists each one."""
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    if diff:
+        lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}\n"
+                          f"use another --out folder, or the same settings")
+
+
 def _sections(cfg: Config) -> list[str]:
     return [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
 

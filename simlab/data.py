@@ -235,7 +235,26 @@ def decode_image(path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-class ImageFolderDataset(ImageDataset):
+class FileImages:
+    """Mixin of datasets read file by file: ``verify`` decodes every item (``check(i)``, by default
+    loading it) and lists the files that fail."""
+
+    def check(self, i: int) -> None:
+        self[i]
+
+    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file that does not decode, in order."""
+        from tqdm.auto import tqdm
+        bad = []
+        for i in tqdm(range(len(self)), desc="verify", unit="item", disable=not progress):
+            try:
+                self.check(i)
+            except BadImageError as e:
+                bad.append((e.path, e.reason))
+        return bad
+
+
+class ImageFolderDataset(FileImages, ImageDataset):
     """A folder of class sub-folders (``root/cls/x.jpg``), or a flat folder of unlabeled images.
 
     A file that does not decode is skipped under ``on_bad_image="skip"``: the
@@ -283,22 +302,14 @@ class ImageFolderDataset(ImageDataset):
             return {"image": image, "label": label, "index": i, "skipped": skipped}
         raise DatasetNotFound(f"imagefolder: none of the {len(self.samples)} images under {self.root} decodes")
 
-    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
-        """Decode every file; ``(path, reason)`` of those that fail, in file order."""
-        from tqdm.auto import tqdm
-        bad = []
-        for path, _ in tqdm(self.samples, desc="verify", unit="img", disable=not progress):
-            try:
-                decode_image(path)
-            except BadImageError as e:
-                bad.append((e.path, e.reason))
-        return bad
+    def check(self, i: int) -> None:
+        decode_image(self.samples[i][0])  # the file itself: no stand-in
 
 
 IGNORE_LABEL = 255  # mask value of pixels no probe scores (VOC's object borders, ADE20K's "other")
 
 
-class SegmentationDataset(ImageDataset):
+class SegmentationDataset(FileImages, ImageDataset):
     """Images with per-pixel class masks (Pascal VOC 2012, ADE20K), in simlab's mask convention:
     0 = background, class + 1 = object, :data:`IGNORE_LABEL` = not scored. Each image's ``label`` is
     its dominant class (the most frequent object class of its mask; 0 when it has none), so the
@@ -329,17 +340,6 @@ class SegmentationDataset(ImageDataset):
         objects = mask[(mask > 0) & (mask != IGNORE_LABEL)].long()
         label = int(torch.bincount(objects).argmax()) - 1 if objects.numel() else 0
         return {"image": image, "label": max(label, 0), "mask": mask, "index": i}
-
-    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
-        """Decode every image and mask; ``(path, reason)`` of those that fail, in order."""
-        from tqdm.auto import tqdm
-        bad = []
-        for i in tqdm(range(len(self)), desc="verify", unit="pair", disable=not progress):
-            try:
-                self[i]
-            except BadImageError as e:
-                bad.append((e.path, e.reason))
-        return bad
 
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

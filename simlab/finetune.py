@@ -21,18 +21,16 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .checkpoint import (FORMAT, SCHEMA, CheckpointError, checkpoint_path, code_version, load_checkpoint,
-                         newest_valid, prune_checkpoints, resolve_checkpoint, save_atomic, sha256_of)
-from .config import ConfigError, _check, _check_prob, apply_overrides
+from .checkpoint import FORMAT, SCHEMA, code_version, newest_valid, resolve_checkpoint, save_step, sha256_of
+from .config import ConfigError, _check, _check_prob, apply_overrides, check_same_definition
 
 
 @dataclass
@@ -160,20 +158,21 @@ class Classifier(nn.Module):
         return self.head(self.fc_norm(tokens.mean(1)))
 
 
-def build_classifier(path, cfg: FinetuneConfig, num_classes: int) -> Classifier:
-    """The checkpoint's online encoder (or, with ``random_init``, a fresh one of its architecture),
-    rebuilt with the configured drop path and everything trainable, plus the head."""
-    from .checkpoint import config_of, load_encoder
+def build_classifier(source, cfg: FinetuneConfig, num_classes: int) -> Classifier:
+    """The online encoder of ``source`` (a checkpoint, or an encoder ``load_encoder`` returned) (or, with ``random_init``, a fresh one of its architecture),
+    rebuilt with the configured drop path and everything trainable, plus the head. The classifier
+    carries the encoder's ``preprocess`` and its pretraining ``config``."""
+    from .checkpoint import load_encoder
     from .vit import Encoder
-    pre = load_encoder(path)
-    m = config_of(load_checkpoint(path)).model
+    pre = source if isinstance(source, nn.Module) else load_encoder(source)
+    m = pre.config.model
     torch.manual_seed(cfg.random_init if cfg.random_init is not None else cfg.seed)
     encoder = Encoder(pre.preprocess["input_size"], m.patch_size, pre.preprocess["in_chans"], m.embed_dim, m.depth,
                       m.num_heads, m.mlp_ratio, drop_path=cfg.drop_path, train_patch_embed=True)
     if cfg.random_init is None:
         encoder.load_state_dict(pre.state_dict())
     model = Classifier(encoder, num_classes)
-    model.preprocess = dict(pre.preprocess)
+    model.preprocess, model.config = dict(pre.preprocess), pre.config
     return model
 
 
@@ -202,12 +201,8 @@ def param_groups(model: Classifier, weight_decay: float, layer_decay: float) -> 
 
 
 def lr_at(cfg: FinetuneConfig, step: int, steps_per_epoch: int, total: int) -> float:
-    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
-    peak = cfg.peak_lr()
-    if step < warmup:
-        return peak * step / max(warmup, 1e-12)
-    progress = min(max((step - warmup) / max(total - warmup, 1), 0.0), 1.0)
-    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    from .train import warmup_cosine
+    return float(warmup_cosine(step, cfg.warmup_epochs * steps_per_epoch, total, cfg.peak_lr(), cfg.min_lr))
 
 
 # ---------------------------------------------------------------------------- data
@@ -251,6 +246,15 @@ def transforms(cfg: FinetuneConfig, preprocess: dict):
     return train, evaluate
 
 
+def seed_step(seed: int, step: int) -> None:
+    """Seed Python's, torch's and numpy's global generators from ``(seed, step)``: timm's RandAugment,
+    erasing and Mixup draw from them, so each step's draws do not depend on what ran before."""
+    key = (seed * 1_000_003 + step) % 2 ** 31
+    random.seed(key)
+    torch.manual_seed(key)
+    np.random.seed(key)
+
+
 class KeyedBatches(torch.utils.data.Dataset):
     """``(step, epoch, indices)`` -> (images, labels), the augmentation keyed by ``(seed, step)``."""
 
@@ -259,10 +263,7 @@ class KeyedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         step, _, indices = item
-        key = (self.seed * 1_000_003 + step) % 2 ** 31
-        random.seed(key)  # timm's RandAugment and erasing draw from these
-        torch.manual_seed(key)
-        np.random.seed(key)
+        seed_step(self.seed, step)
         items = [self.dataset[int(i)] for i in indices]
         images = torch.stack([self.transform(_to_pil(it["image"])) for it in items])
         return images, torch.as_tensor([int(it["label"]) for it in items]), step
@@ -294,15 +295,9 @@ def evaluate(model: Classifier, dataset, transform, device: torch.device, batch_
     return out
 
 
-class _Subset(torch.utils.data.Dataset):
-    def __init__(self, dataset, n: Optional[int]):
-        self.dataset, self.n = dataset, len(dataset) if n is None else min(n, len(dataset))
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.dataset[i]
+def _first(dataset, n: Optional[int]):
+    """The first ``n`` items of ``dataset`` (all when ``n`` is None)."""
+    return torch.utils.data.Subset(dataset, range(len(dataset) if n is None else min(n, len(dataset))))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -310,7 +305,7 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
     """Fine-tune into ``run_dir`` (resuming from its newest valid checkpoint); returns the results."""
     from .data import build_dataset
     from .pipeline import StepBatches
-    from .train import NonFiniteError, Terminated, _StopOnSigterm, autocast_dtype, resolve_device
+    from .train import NonFiniteError, _StopOnSigterm, autocast_dtype, resolve_device
 
     cfg.validate()
     run_dir = Path(run_dir)
@@ -318,25 +313,27 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
     if (run_dir / "COMPLETE").exists():
         log(f"{run_dir} is complete; nothing to do")
         return json.loads((run_dir / "results.json").read_text())
+    from .checkpoint import load_encoder
+    from .train import MetricsLog
     source = resolve_checkpoint(checkpoint)
     source_sha = sha256_of(source)
-    from .checkpoint import config_of
-    enc_cfg = config_of(load_checkpoint(source))
+    pretrained = load_encoder(source)
+    enc_cfg = pretrained.config
     dataset_name = cfg.dataset or enc_cfg.data.dataset
     root = cfg.data_root if cfg.data_root is not None else (enc_cfg.data.data_root if cfg.dataset is None else None)
-    shapes_size = {"size": cfg.train_size} if dataset_name == "shapes" and cfg.train_size else {}
-    train_ds = build_dataset(dataset_name, "train", root, image_size=enc_cfg.data.image_size, seed=enc_cfg.seed,
-                             **shapes_size)
-    val_ds = build_dataset(dataset_name, "test", root, image_size=enc_cfg.data.image_size, seed=enc_cfg.seed,
-                           **({"size": cfg.val_size} if dataset_name == "shapes" and cfg.val_size else {}))
-    train_ds, val_ds = _Subset(train_ds, cfg.train_size), _Subset(val_ds, cfg.val_size)
+
+    def split(name: str, n: Optional[int]):
+        pool = {"size": n} if dataset_name == "shapes" and n else {}
+        return _first(build_dataset(dataset_name, name, root, image_size=enc_cfg.data.image_size,
+                                    seed=enc_cfg.seed, **pool), n)
+    train_ds, val_ds = split("train", cfg.train_size), split("test", cfg.val_size)
     num_classes = train_ds.dataset.num_classes
     if not num_classes:
         raise ConfigError(f"dataset: {dataset_name!r} has no class labels to fine-tune on")
 
     device = resolve_device(cfg.device)
     amp = autocast_dtype(cfg.precision, device)
-    model = build_classifier(source, cfg, num_classes).to(device)
+    model = build_classifier(pretrained, cfg, num_classes).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.peak_lr(),
                                   **({"fused": True} if device.type == "cuda" else {}))
     spe = len(train_ds) // cfg.batch_size
@@ -345,26 +342,19 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
     total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * spe))
 
     start = 0
+    defining = {**cfg.defining_dict(), "checkpoint_sha256": source_sha}  # the run is also its source
     found = newest_valid(run_dir, log)
     if found is not None:
         path, ckpt = found
-        old = json.loads(ckpt["finetune_config"])
-        diff = {k: (old.get(k), v) for k, v in cfg.defining_dict().items() if old.get(k) != v}
-        if ckpt.get("source", {}).get("sha256") != source_sha:
-            diff["checkpoint"] = (ckpt.get("source", {}).get("sha256", "?")[:16], source_sha[:16])
-        if diff:
-            lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
-            raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}")
+        old = {k: v for k, v in json.loads(ckpt["finetune_config"]).items() if k not in cfg.EXECUTION_FIELDS}
+        check_same_definition({**old, "checkpoint_sha256": ckpt["source"]["sha256"]}, defining, path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
         log(f"resuming {run_dir} from step {start} ({path.name})")
     else:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    metrics_path = run_dir / "metrics.jsonl"
-    kept = [line for line in metrics_path.read_text().splitlines() if line.strip()
-            and json.loads(line)["step"] <= start] if metrics_path.exists() and start else []
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    metrics = MetricsLog(run_dir, start if found is not None else None)
 
     train_tf, eval_tf = transforms(cfg, model.preprocess)
     from timm.data import Mixup
@@ -383,11 +373,7 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
                 "config": enc_cfg.to_json(), "finetune_config": cfg.to_json(), "code_version": code_version(),
                 "preprocess": model.preprocess, "num_classes": num_classes,
                 "source": {"checkpoint": str(source), "sha256": source_sha}}
-        path = checkpoint_path(run_dir, step)
-        path.parent.mkdir(exist_ok=True)
-        save_atomic(ckpt, path)
-        prune_checkpoints(run_dir, cfg.keep_checkpoints)
-        return path
+        return save_step(run_dir, step, ckpt, cfg.keep_checkpoints)
 
     bar = None
     if cfg.progress:
@@ -402,8 +388,7 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 if mixup is not None:
-                    np.random.seed((cfg.seed * 1_000_003 + step) % 2 ** 31)  # timm's Mixup draws from numpy
-                    random.seed((cfg.seed * 1_000_003 + step) % 2 ** 31)
+                    seed_step(cfg.seed, step)  # in this process: the loader may have run elsewhere
                     images, targets = mixup(images, labels)
                 else:
                     targets = labels
@@ -424,21 +409,19 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
                 optimizer.zero_grad(set_to_none=True)
                 done = step + 1
                 if done % cfg.log_every == 0 or done == total:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps({"step": done, "epoch": done / spe, "loss": values[0], "lr": lr,
-                                            "grad_norm": values[1]}) + "\n")
+                    metrics.write({"step": done, "epoch": done / spe, "loss": values[0], "lr": lr,
+                                   "grad_norm": values[1]})
                     if bar is not None:
                         bar.set_postfix(loss=f"{values[0]:.4f}")
                 if bar is not None:
                     bar.update(1)
-                if done % cfg.checkpoint_every == 0 or done == total or sigterm.requested:
+                if sigterm.checkpoint_due(done, total, cfg.checkpoint_every):
                     save(done)
-                if sigterm.requested:
-                    log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
-                    raise Terminated(done)
+                sigterm.stop_if_requested(done, log)
     finally:
         if bar is not None:
             bar.close()
+        metrics.close()
     results = {"dataset": dataset_name, "train_size": len(train_ds), "val_size": len(val_ds), "steps": total,
                "encoder": "random-init" if cfg.random_init is not None else "pretrained",
                "checkpoint": str(source), "sha256": source_sha,

@@ -12,13 +12,12 @@ weights' shapes, the head counts (not visible in the weights) from ``args.model`
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from .checkpoint import FORMAT, SCHEMA, CheckpointError, code_version, save_atomic
+from .checkpoint import FORMAT, SCHEMA, CheckpointError, code_version, preprocess_of, save_atomic, sha256_of
 from .config import IMAGENET_MEAN, IMAGENET_STD, Config
 
 # official prefix (or whole key) -> simlab prefixes; a key may feed several simlab keys
@@ -63,6 +62,8 @@ def load_official(path) -> dict:
         raw = {"model": raw}  # a bare state dict
     if not isinstance(raw.get("model"), dict):
         raise CheckpointError(f"{path}: not an official SiM checkpoint (no 'model' state dict)")
+    # a state dict saved from the DDP wrapper carries its prefix
+    raw["model"] = {k[len("module."):] if k.startswith("module.") else k: v for k, v in raw["model"].items()}
     return raw
 
 
@@ -77,7 +78,6 @@ def _simlab_names(key: str) -> Optional[list[str]]:
 
 def map_state(state: dict) -> dict:
     """Official state dict -> simlab SiM state dict (names only; shapes are checked on load)."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     out, unknown = {}, []
     for key, value in state.items():
         if key in UNUSED or key.endswith("num_batches_tracked"):
@@ -109,7 +109,7 @@ def official_config(state: dict, args: Optional[argparse.Namespace], num_heads: 
         raise CheckpointError("the official model mixes LayerNorm and BatchNorm blocks in its decoder; "
                               "simlab uses one kind for both")
     patch = state["patch_embed.proj.weight"]
-    dim, in_chans, p = patch.shape[0], patch.shape[1], patch.shape[-1]
+    dim, p = patch.shape[0], patch.shape[-1]
     grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
     decoder_dim = state["decoder_embed.weight"].shape[0]
     size = next((s for s in HEADS if s in str(get("model", ""))), None)
@@ -137,15 +137,15 @@ def import_official(src, dst, num_heads: Optional[int] = None, decoder_heads: Op
                     log=print) -> Path:
     """Write the official checkpoint ``src`` as a simlab checkpoint ``dst`` (model weights, no
     optimizer state); returns ``dst``. Every simlab key must be filled with the right shape."""
-    from .checkpoint import preprocess_of
     from .model import SiM
     src, dst = Path(src), Path(dst)
     raw = load_official(src)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in raw["model"].items()}
+    state = raw["model"]
+    in_chans = state["patch_embed.proj.weight"].shape[1]
     args = raw.get("args")
     cfg = official_config(state, args if isinstance(args, argparse.Namespace) else None, num_heads, decoder_heads)
     mapped = map_state(state)
-    model = SiM(cfg, in_chans=state["patch_embed.proj.weight"].shape[1])
+    model = SiM(cfg, in_chans=in_chans)
     expected = model.state_dict()
     own = {"running_correlation"}  # simlab's EMA-F ablation buffer: not in SiM
     missing = sorted(set(expected) - set(mapped) - own)
@@ -159,13 +159,12 @@ def import_official(src, dst, num_heads: Optional[int] = None, decoder_heads: Op
             raise CheckpointError(f"{src}: {k} has shape {tuple(v.shape)} but simlab's model expects "
                                   f"{tuple(expected[k].shape)}")
     model.load_state_dict({**expected, **mapped})
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    preprocess = preprocess_of(cfg, model.encoder.patch_embed.proj.weight.shape[1], IMAGENET_MEAN, IMAGENET_STD)
+    preprocess = preprocess_of(cfg, in_chans, IMAGENET_MEAN, IMAGENET_STD)
     preprocess["interpolation"] = "bicubic"  # the official evaluation resizes with bicubic
     ckpt = {"format": FORMAT, "schema": SCHEMA, "model": model.state_dict(), "optimizer": None, "scaler": None,
             "step": 0, "epoch": float(raw.get("epoch", -1)) + 1 if isinstance(raw.get("epoch"), int) else 0.0,
             "rng": None, "config": cfg.to_json(), "code_version": code_version(), "preprocess": preprocess,
-            "source": {"kind": "official-sim", "file": src.name, "sha256": digest}}
+            "source": {"kind": "official-sim", "file": src.name, "sha256": sha256_of(src)}}
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(ckpt, dst)
     log(f"imported {src.name} ({cfg.model.embed_dim} x {cfg.model.depth}, {cfg.data.image_size} px, "

@@ -20,7 +20,7 @@ from .config import Config
 from .data import ImageDataset, ShapesDataset, build_dataset
 from .masking import keyed_masks
 from .seeding import key_generator, sample_keys
-from .views import TwoViewTransform
+from .views import TwoViewTransform, image_sizes
 
 
 def build_pretrain_dataset(cfg: Config, split: str = "train") -> ImageDataset:
@@ -110,20 +110,13 @@ class TwoViewBatches(Dataset):
         mask = keyed_masks(self.cfg.seed, epoch, indices, self.grid, self.num_masked, self.mask_kind)
         common = {"mask": mask, "index": indices, "step": step, "epoch": epoch, "skipped": skipped}
         if not self.augment:
-            geom1, geom2 = self.transform.geometry(indices, epoch, _sizes(images))
+            geom1, geom2 = self.transform.geometry(indices, epoch, image_sizes(images))
             return {"images": images, "geom1": geom1, "geom2": geom2, **common}
         views = self.transform(images, indices, epoch)
         return {"view1": views.view1, "view2": views.view2, "geom1": views.geom1, "geom2": views.geom2, **common}
 
     def __len__(self) -> int:  # the sampler decides
         return 0
-
-
-def _sizes(images) -> torch.Tensor:
-    """(B, 2) float64 (height, width) of a uint8 batch or a list of images."""
-    if isinstance(images, torch.Tensor):
-        return torch.tensor(images.shape[-2:], dtype=torch.float64).expand(len(images), 2)
-    return torch.tensor([img.shape[-2:] for img in images], dtype=torch.float64)
 
 
 def augment_on_device(cfg: Config, device: torch.device) -> bool:

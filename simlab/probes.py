@@ -278,8 +278,7 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
                                                     mode="bilinear", antialias=True)[0] for it in items])
                .round().clamp(0, 255).to(torch.uint8)}
         if items and "mask" in items[0]:  # masks follow their images (nearest: labels stay labels)
-            out["masks"] = torch.stack([F.interpolate(it["mask"][None, None].float(), size=(image_size, image_size),
-                                                      mode="nearest")[0, 0] for it in items]).to(torch.uint8)
+            out["masks"] = torch.cat([_mask_at(it["mask"][None], image_size) for it in items]).to(torch.uint8)
     if (out["labels"] < 0).any():
         raise ConfigError(f"{field}: {name!r} has unlabeled images; name a labelled dataset")
     return out

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from . import distributed
-from .checkpoint import (FORMAT, SCHEMA, checkpoint_path, code_version, config_of, load_checkpoint, newest_valid,
-                         preprocess_of, prune_checkpoints, rng_state, save_atomic, set_rng_state)
-from .config import Config, ConfigError
+from .checkpoint import (FORMAT, SCHEMA, code_version, config_of, load_checkpoint, newest_valid, preprocess_of,
+                         rng_state, save_step, set_rng_state)
+from .config import Config, ConfigError, check_same_definition
 from .model import SiM
 from .pipeline import (augment_on_device, build_pretrain_dataset, device_views, move_batch, pretrain_loader,
                        split_batch)
@@ -40,6 +40,16 @@ class NonFiniteError(FloatingPointError):
 
 
 # ---------------------------------------------------------------------------- schedules
+def warmup_cosine(step, warmup: float, total: int, peak: float, min_lr: float):
+    """MAE's per-iteration lr at ``step`` (a number or an array): linear warmup over ``warmup``
+    steps (at most ``total - 1``), then half a cosine from ``peak`` down to ``min_lr``."""
+    s = np.asarray(step, dtype=np.float64)
+    warmup = min(warmup, total - 1)
+    progress = np.clip((s - warmup) / max(total - warmup, 1), 0, 1)
+    cosine = min_lr + (peak - min_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+    return np.where(s < warmup, peak * s / max(warmup, 1e-12), cosine)
+
+
 @dataclass
 class Schedule:
     """Per-step learning rate and target momentum for ``total`` steps."""
@@ -55,12 +65,7 @@ class Schedule:
             warmup = t.warmup_epochs * steps_per_epoch
         else:
             warmup = t.warmup_frac * total
-        warmup = min(warmup, total - 1)
-        peak = t.peak_lr()
-        # MAE's per-iteration rule: linear warmup, then half a cosine down to min_lr
-        progress = np.clip((s - warmup) / max(total - warmup, 1), 0, 1)
-        cosine = t.min_lr + (peak - t.min_lr) * 0.5 * (1 + np.cos(np.pi * progress))
-        lr = np.where(s < warmup, peak * s / max(warmup, 1e-12), cosine)
+        lr = warmup_cosine(s, warmup, total, t.peak_lr(), t.min_lr)
         # SiM's EMA: cosine from ema_start to ema_end over training
         momentum = t.ema_end - (t.ema_end - t.ema_start) * 0.5 * (1 + np.cos(np.pi * s / total))
         return cls(lr, momentum)
@@ -199,13 +204,7 @@ class BadImageLog:
 
 
 def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
-    old = config_of(ckpt).defining_dict()
-    new = cfg.defining_dict()
-    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-    if diff:
-        lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
-        raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}\n"
-                          f"use another --out folder, or the same settings")
+    check_same_definition(config_of(ckpt).defining_dict(), cfg.defining_dict(), path)
 
 
 class KnnMonitor:
@@ -282,6 +281,16 @@ class _StopOnSigterm:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def checkpoint_due(self, done: int, total: int, every: int) -> bool:
+        """Save after this step: every ``every`` steps, at the end, and when a stop was asked for."""
+        return done % every == 0 or done == total or self.requested
+
+    def stop_if_requested(self, done: int, log: Callable[[str], None]) -> None:
+        """After the save: stop with exit code 143 if SIGTERM arrived."""
+        if self.requested:
+            log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
+            raise Terminated(done)
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -366,11 +375,7 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
                 "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "epoch": step / spe,
                 "rng": rng_state(), "config": cfg.to_json(), "code_version": code_version(),
                 "preprocess": preprocess}
-        path = checkpoint_path(run_dir, step)
-        path.parent.mkdir(exist_ok=True)
-        save_atomic(ckpt, path)
-        prune_checkpoints(run_dir, t.keep_checkpoints)
-        return path
+        return save_step(run_dir, step, ckpt, t.keep_checkpoints)
 
     on_device = augment_on_device(cfg, device)
     loader = pretrain_loader(dataset, cfg, total, start, pin_memory=device.type == "cuda",
@@ -454,11 +459,9 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
                         bar.set_postfix(loss=f"{values[0]:.4f}", img_s=f"{ips:.0f}", **knn)
                 if bar is not None:
                     bar.update(1)
-                if main and (done % t.checkpoint_every == 0 or done == total or sigterm.requested):
+                if main and sigterm.checkpoint_due(done, total, t.checkpoint_every):
                     last_path = save(done)
-                if sigterm.requested:
-                    log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
-                    raise Terminated(done)
+                sigterm.stop_if_requested(done, log)
     finally:
         if bar is not None:
             bar.close()

@@ -174,6 +174,13 @@ def crop_views(images: ImageBatch, geom: ViewGeometry, size: int) -> torch.Tenso
     return out
 
 
+def image_sizes(images: ImageBatch) -> torch.Tensor:
+    """(B, 2) float64 (height, width) of a batch (B, C, H, W) or a list of (C, H_i, W_i)."""
+    if isinstance(images, torch.Tensor):
+        return torch.tensor(images.shape[-2:], dtype=torch.float64).expand(len(images), 2)
+    return torch.tensor([img.shape[-2:] for img in images], dtype=torch.float64)
+
+
 class TwoViews(NamedTuple):
     view1: torch.Tensor  # (B, C, S, S) float32, normalised: the online (masked) view
     view2: torch.Tensor  # (B, C, S, S) float32, normalised: the target view
@@ -221,10 +228,7 @@ class TwoViewTransform:
 
         Given ``geoms``, those boxes are used instead of sampled ones (photometric draws unchanged)."""
         indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        if isinstance(images, torch.Tensor):
-            sizes = torch.tensor(images.shape[-2:], dtype=torch.float64).expand(len(indices), 2)
-        else:
-            sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.float64)
+        sizes = image_sizes(images)
         views, used = [], []
         for v in (0, 1):
             u = self.draws(indices, epoch, v)

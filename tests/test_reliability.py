@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from simlab import checkpoint as ckpt_module
-from simlab import train as train_module
 from simlab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_encoder, save_atomic
 from simlab.cli import main
 from simlab.config import ConfigError, apply_overrides
@@ -36,7 +35,7 @@ def no_temporary_files(folder: Path) -> bool:
 
 def fail_save_of(monkeypatch, name: str, after_bytes: int) -> None:
     """Make the checkpoint writer die after ``after_bytes`` bytes, for the file ``name`` only."""
-    real = train_module.save_atomic
+    real = ckpt_module.save_atomic
 
     def save(obj, path):
         if Path(path).name == name:
@@ -46,7 +45,7 @@ def fail_save_of(monkeypatch, name: str, after_bytes: int) -> None:
         finally:
             monkeypatch.setattr(ckpt_module, "_FAIL_AFTER_BYTES", None)
 
-    monkeypatch.setattr(train_module, "save_atomic", save)
+    monkeypatch.setattr(ckpt_module, "save_atomic", save)
 
 
 # --------------------------------------------------------------------------- 1. atomic checkpoints

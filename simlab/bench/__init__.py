@@ -208,10 +208,11 @@ def flop_per_image(cfg, batch_size: int = 8) -> float:
     return count_flops(model, synthetic_batch(cfg, batch_size)) / batch_size
 
 
-def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops: bool = True) -> dict:
+def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops: bool = True, warmup: int = 2,
+                     peak_n: int = 2048) -> dict:
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch and,
     with ``flops``, FLOP per image of forward + backward (FlopCounterMode) and utilisation against
-    the matmul peak measured in the same process, dtype and thread count."""
+    the ``peak_n``-cubed matmul peak measured in the same process, dtype and thread count."""
     from ..train import autocast_dtype, build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -231,14 +232,14 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops
         opt.zero_grad(set_to_none=True)
         sync()
 
-    t = timed(step, repeats=repeats, warmup=2)
+    t = timed(step, repeats=repeats, warmup=warmup)
     ips = batch_size / t
     out = {"batch_size": batch_size, "step_s": t, "images_per_s": ips,
            "precision": str(amp or torch.float32).replace("torch.", "")}
     if flops:
         flop_per_image = count_flops(model, batch, amp) / batch_size
         opt.zero_grad(set_to_none=True)
-        peak = matmul_peak(amp or torch.float32, device=dev)
+        peak = matmul_peak(amp or torch.float32, n=peak_n, device=dev)
         out.update(flop_per_image=flop_per_image, matmul_peak_flops=peak, utilisation=ips * flop_per_image / peak)
     return out
 
