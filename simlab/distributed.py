@@ -102,13 +102,33 @@ def barrier() -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the incoming gradients over ranks.
+
+    Every rank's output is the same sum, so the gradient of the global loss with respect to one
+    rank's input is the sum of all ranks' output gradients. This is what the deprecated
+    ``torch.distributed.nn.functional.all_reduce`` computes (it warns on every rank from torch 2.11),
+    written with the plain collective, which every torch this code supports has.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
 def sum_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All-reduce (sum) that carries gradients: its backward all-reduces the incoming gradients.
 
-    ``torch.distributed.nn.functional.all_reduce`` is the autograd-aware form;
-    under ``no_grad`` (the EMA target's pass) it is a plain collective.
+    Under ``no_grad`` (the EMA target's pass) it is a plain collective; without a group, ``x`` itself.
     """
     if not active():
         return x
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(x)
+    return _AllReduceSum.apply(x)
