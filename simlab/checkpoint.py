@@ -15,7 +15,10 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -170,14 +173,52 @@ def load_checkpoint(path, map_location="cpu", verify: bool = True) -> dict:
         if sha256_of(path) != expected:
             raise CheckpointError(f"{path}: sha256 does not match {side.name}; the file is corrupt or was changed")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # an older pickle protocol is not this file's problem
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zips, pickles of arbitrary objects, non-checkpoints
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: not a loadable checkpoint: {why_unloadable(path, e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a simlab checkpoint")
     if ckpt.get("schema") != SCHEMA:
         raise CheckpointError(f"{path}: checkpoint schema {ckpt.get('schema')} but this simlab reads {SCHEMA}")
     return ckpt
+
+
+def why_unloadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file ``torch.load`` refused, said plainly from its bytes (torch's own
+    messages name a miniz internal, or a pickle opcode as a KeyError)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        try:
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "truncated or corrupt: the zip archive is incomplete (its end record is missing)"
+    elif head[:1] == b"\x80":  # a plain pickle (torch's legacy format)
+        if isinstance(error, EOFError):
+            return "truncated or corrupt: the pickle ends early"
+    else:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+            return "not a PyTorch checkpoint file (it looks like text)"
+        return "not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+    message = str(error)
+    if "Weights only load failed" in message:  # the safe loader met something that is not data
+        detail = next((line.strip() for line in message.splitlines()
+                       if "nsupported" in line and "documentation" not in line), "")
+        return (f"it holds Python objects the safe loader refuses{f' ({detail})' if detail else ''}; a simlab "
+                f"checkpoint holds only tensors and primitives")
+    if isinstance(error, EOFError):
+        return "truncated or corrupt: the data ends early"
+    first = message.splitlines()[0] if message else ""
+    return f"truncated or corrupt ({type(error).__name__}{': ' + first[:160] if first else ''})"
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -218,13 +259,70 @@ def newest_valid(run_dir: Path, log=print) -> Optional[tuple[Path, dict]]:
     return None
 
 
+def check_run_folder(run_dir) -> Path:
+    """``run_dir`` as a Path, refused with a clear error when something other than a folder has its name."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: exists and is not a folder; --out takes a run folder")
+    return run_dir
+
+
+class CleanFailedStart:
+    """A run that fails before it records anything leaves nothing behind.
+
+    Used as ``with CleanFailedStart(run_dir):`` around a whole run. On an
+    exception (a missing dataset, a bad image under ``on_bad_image=fail``,
+    Ctrl-C during set-up), if the folder holds no checkpoint, no ``COMPLETE``
+    and no metrics line, it removes what this command added: the entries that
+    were not there before, and the folder itself if this command created it.
+    A folder that held anything before keeps it. ``active=False`` (ranks other
+    than 0, which write nothing) makes it a no-op.
+    """
+
+    def __init__(self, run_dir, active: bool = True):
+        self.run_dir, self.active = Path(run_dir), active
+        self.existed = self.run_dir.is_dir()
+        self.before = set(self.run_dir.iterdir()) if self.existed else set()
+
+    def __enter__(self) -> "CleanFailedStart":
+        return self
+
+    def recorded(self) -> bool:
+        """Whether the run folder holds anything a run made: a checkpoint, COMPLETE or a metrics line."""
+        metrics = self.run_dir / "metrics.jsonl"
+        return bool(list_checkpoints(self.run_dir) or (self.run_dir / "COMPLETE").exists()
+                    or (metrics.exists() and metrics.read_text().strip()))
+
+    def __exit__(self, etype, exc, tb) -> bool:
+        if etype is None or not self.active or not self.run_dir.is_dir() or self.recorded():
+            return False
+        for entry in set(self.run_dir.iterdir()) - self.before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if not self.existed:
+            try:
+                self.run_dir.rmdir()
+            except OSError:  # something else wrote there meanwhile: keep it
+                pass
+        return False
+
+
 # The trained demo checkpoint committed with the repository (README "What the demo learns").
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "sim_demo_long.pt"
 
 
 def resolve_checkpoint(path=None) -> Path:
     """A checkpoint file from a file, a run folder (its newest valid checkpoint) or None (the shipped
-    demo checkpoint); a clear error when there is none."""
+    demo checkpoint); a clear error when there is none. The one rule of every place that takes a
+    checkpoint (``load_encoder``, ``simlab probe``, ``simlab export``, fine-tuning, the notebooks)."""
+    return _resolve_and_load(path, load=False)[0]
+
+
+def _resolve_and_load(path, load: bool = True) -> tuple[Path, Optional[dict]]:
+    """:func:`resolve_checkpoint` and, with ``load``, the loaded checkpoint (a run folder's is loaded
+    once, while its newest valid checkpoint is found)."""
     if path is None:
         path = SHIPPED_CHECKPOINT
     path = Path(path)
@@ -232,10 +330,10 @@ def resolve_checkpoint(path=None) -> Path:
         found = newest_valid(path, log=lambda *_: None)
         if found is None:
             raise CheckpointError(f"{path}: no valid checkpoint in {path / 'checkpoints'}")
-        return found[0]
+        return found
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
-    return path
+    return path, (load_checkpoint(path) if load else None)
 
 
 def config_of(ckpt: dict) -> Config:
@@ -243,13 +341,16 @@ def config_of(ckpt: dict) -> Config:
 
 
 def load_encoder(path) -> torch.nn.Module:
-    """The pretrained online encoder of a simlab checkpoint, in eval mode, on CPU.
+    """The pretrained online encoder of a simlab checkpoint (a file, or a run folder: its newest
+    valid checkpoint), in eval mode, on CPU.
 
     It carries ``encoder.preprocess`` (input_size, in_chans, mean, std,
     interpolation); ``encoder.forward_features(x)`` takes a normalised batch at
     ``input_size`` and returns all tokens (B, 1 + N, D) without a final norm.
     """
-    ckpt = load_checkpoint(path)
+    if path is None:
+        raise CheckpointError("load_encoder: give a checkpoint file or a run folder")
+    _, ckpt = _resolve_and_load(path)
     encoder = build_encoder(config_of(ckpt), ckpt["preprocess"])
     prefix = "encoder."
     encoder.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)})
@@ -267,23 +368,51 @@ def build_encoder(cfg: Config, preprocess: dict) -> torch.nn.Module:
     return encoder.eval()
 
 
-def slim_copy(src, dst) -> str:
+def _check_export_target(dst, overwrite: bool) -> Path:
+    """An export never replaces a file silently: refuse an existing ``dst`` unless ``overwrite``."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise CheckpointError(f"{dst}: is a folder; give the file to write")
+    if dst.exists() and not overwrite:
+        raise CheckpointError(f"{dst}: exists; pass --force (overwrite=True) to replace it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return dst
+
+
+def _write_file_atomic(data: bytes, dst: Path) -> None:
+    """``data`` into ``dst`` through a temporary file and ``os.replace``, with the permissions of
+    any file this process creates (0666 less the umask; safetensors' own writer makes 0600 files)."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dst.parent)
+
+
+def slim_copy(src, dst, overwrite: bool = False) -> str:
     """A checkpoint for sharing: everything but the optimizer and scaler state (it cannot be
-    resumed, but ``load_encoder``, the probes and the notebooks use it). Returns its sha256."""
-    ckpt = load_checkpoint(src)
+    resumed, but ``load_encoder``, the probes and the notebooks use it). ``src`` is a checkpoint
+    or a run folder. Returns its sha256."""
+    dst = _check_export_target(dst, overwrite)
+    _, ckpt = _resolve_and_load(src)
     ckpt["optimizer"], ckpt["scaler"] = None, None
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    return save_atomic(ckpt, Path(dst))
+    return save_atomic(ckpt, dst)
 
 
-def export_encoder_safetensors(src, dst) -> None:
-    """The online encoder's weights as safetensors (simlab key names), preprocessing in the metadata."""
-    from safetensors.torch import save_file
-    ckpt = load_checkpoint(src)
+def export_encoder_safetensors(src, dst, overwrite: bool = False) -> None:
+    """The online encoder's weights as safetensors (simlab key names), preprocessing in the metadata.
+    ``src`` is a checkpoint or a run folder."""
+    from safetensors.torch import save
+    dst = _check_export_target(dst, overwrite)
+    _, ckpt = _resolve_and_load(src)
     state = {k[len("encoder."):]: v.contiguous() for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     meta = {"format": "simlab-encoder", "preprocess": json.dumps(ckpt["preprocess"]), "config": ckpt["config"]}
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(dst), metadata=meta)
+    _write_file_atomic(save(state, metadata=meta), dst)
 
 
 def timm_state(encoder: torch.nn.Module) -> dict:
@@ -299,11 +428,12 @@ def timm_state(encoder: torch.nn.Module) -> dict:
     return state
 
 
-def export_encoder_timm(src, dst) -> dict:
+def export_encoder_timm(src, dst, overwrite: bool = False) -> dict:
     """The online encoder as safetensors with timm ``VisionTransformer`` key names (what detectron2's
     ViTDet and mmsegmentation configs load for MAE-style backbones); returns the timm model kwargs,
-    which are also in the file's metadata."""
-    from safetensors.torch import save_file
+    which are also in the file's metadata. ``src`` is a checkpoint or a run folder."""
+    from safetensors.torch import save
+    dst = _check_export_target(dst, overwrite)
     encoder = load_encoder(src)
     m = encoder.config.model
     kwargs = {"img_size": encoder.preprocess["input_size"], "patch_size": m.patch_size,
@@ -312,6 +442,5 @@ def export_encoder_timm(src, dst) -> dict:
               "num_classes": 0}
     meta = {"format": "timm-vision-transformer", "timm_kwargs": json.dumps(kwargs),
             "preprocess": json.dumps(encoder.preprocess), "source": "simlab"}
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_file(timm_state(encoder), str(dst), metadata=meta)
+    _write_file_atomic(save(timm_state(encoder), metadata=meta), dst)
     return kwargs

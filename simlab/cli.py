@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, check_run_folder
 from .config import ConfigError
 from .data import BadImageError, DatasetNotFound
 from .notebooks import ParameterError
+
+
+# commands whose --out is a run folder (the others write one file there)
+_RUN_FOLDER_COMMANDS = ("demo", "pretrain", "finetune", "notebook")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,16 +46,18 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_encoder_safetensors, export_encoder_timm, slim_copy
+    from .checkpoint import export_encoder_safetensors, export_encoder_timm, resolve_checkpoint, slim_copy
+    source = resolve_checkpoint(args.checkpoint)  # a file, or a run folder's newest valid checkpoint
     if args.format == "checkpoint":
-        digest = slim_copy(args.checkpoint, args.out)
-        print(f"wrote {args.out} (sha256 {digest[:16]}...)")
+        digest = slim_copy(source, args.out, overwrite=args.force)
+        print(f"wrote {args.out} from {source} (sha256 {digest[:16]}...)")
     elif args.format == "timm":
-        kwargs = export_encoder_timm(args.checkpoint, args.out)
-        print(f"wrote {args.out}; load it into timm.models.vision_transformer.VisionTransformer(**{kwargs})")
+        kwargs = export_encoder_timm(source, args.out, overwrite=args.force)
+        print(f"wrote {args.out} from {source}; load it into "
+              f"timm.models.vision_transformer.VisionTransformer(**{kwargs})")
     else:
-        export_encoder_safetensors(args.checkpoint, args.out)
-        print(f"wrote {args.out}")
+        export_encoder_safetensors(source, args.out, overwrite=args.force)
+        print(f"wrote {args.out} from {source}")
     return 0
 
 
@@ -81,7 +87,9 @@ def _probe(args: argparse.Namespace) -> int:
     import json
 
     from .probes import probe_checkpoint
-    res = probe_checkpoint(args.checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
+    from .checkpoint import resolve_checkpoint
+    checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a run folder's newest valid checkpoint
+    res = probe_checkpoint(checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
                            dataset=args.dataset, pool=args.pool)
     text = json.dumps(res, indent=2)
     if args.out:
@@ -96,12 +104,16 @@ def _notebook(args: argparse.Namespace) -> int:
 
     from .notebooks import parse_value, run_notebook
     params = {key: parse_value(value) for key, value in args.p or []}
+    written = Path(args.out) / f"{Path(args.name).stem}.ipynb"
     try:
         out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=not args.quiet)
     except PapermillExecutionError as e:  # the written notebook holds the failing cell
-        print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {Path(args.out) / args.name}.ipynb",
-              file=sys.stderr)
+        print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {written}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # papermill saved the cells run so far
+        kept = f"; the cells run so far are in {written}" if written.exists() else ""
+        print(f"simlab notebook: interrupted{kept}", file=sys.stderr)
+        return 130
     print(f"wrote {out}")
     return 0
 
@@ -120,13 +132,19 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .notebooks import NOTEBOOK_DIR
     parser = argparse.ArgumentParser(prog="simlab", description="Siamese Image Modeling workbench")
+    parser.add_argument("--version", action="version", version=f"simlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the main job on the embedded dataset: view figures, then the notebooks "
                                     "01 -> 04 (a short SiM pretraining, its dense features, probes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files, if not installed")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding Fashion-MNIST's IDX files, used only for the one optional Fashion-MNIST "
+                        "view-pair figure when Debian's dataset-fashion-mnist is not installed (the demo "
+                        "itself runs on the embedded shapes dataset)")
     p.add_argument("--steps", type=int, default=None,
                    help="pretraining steps (default: the demo preset's 250; 0 skips training and "
                         "looks at the shipped checkpoint)")
@@ -142,14 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="train this many epochs")
     length.add_argument("--steps", type=int, help="train this many optimizer steps")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="run seed: initial weights, augmentations and masks (default: the preset's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set neg_weight=0.05 (repeatable)")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("export", help="write a checkpoint's weights for sharing or for other toolkits")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or run folder (its newest valid checkpoint)")
+    p.add_argument("--out", required=True, help="file to write (an existing one is replaced only with --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--format", choices=("simlab", "timm", "checkpoint"), default="simlab",
                    help="simlab: encoder weights as safetensors; timm: the encoder as safetensors with timm "
                         "VisionTransformer names (global_pool='avg'), for ViTDet and mmsegmentation; "
@@ -164,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", choices=list(FINETUNE_PRESETS),
                    help="paper: the official ImageNet recipe; demo: a few CPU minutes; tiny: tests")
     p.add_argument("--dataset", help="labelled dataset (default: the checkpoint's pretraining dataset)")
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help="folder of that dataset")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float)
-    length.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
+    length.add_argument("--epochs", type=float, help="fine-tune this many epochs (default: the preset's)")
+    length.add_argument("--steps", type=int, help="fine-tune this many optimizer steps")
+    p.add_argument("--seed", type=int, help="fine-tuning seed: head, augmentations, mixup (default: the preset's)")
     p.add_argument("--random-init", type=int, metavar="SEED",
                    help="fine-tune a freshly initialised encoder of the same architecture (the baseline)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fine-tuning field (repeatable)")
@@ -183,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_import_official)
 
     p = sub.add_parser("notebook", help="execute notebooks/NAME.ipynb with papermill into RUN_DIR/NAME.ipynb")
-    p.add_argument("name", help="00_tour, 01_view_geometry, 02_pretrain, 03_dense_features or 04_probes")
+    shipped = sorted(path.stem for path in NOTEBOOK_DIR.glob("*.ipynb"))
+    p.add_argument("name", help=f"which notebook: {', '.join(shipped)}")
     p.add_argument("--out", required=True, help="run folder (training the notebook starts goes to OUT/train)")
     p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="a parameter (Python literal, true/false, or a bare string); repeatable")
@@ -192,12 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_notebook)
 
     p = sub.add_parser("probe", help="k-NN, linear, few-shot and dense probes of a checkpoint's frozen encoder")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or run folder (its newest valid checkpoint)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--train-size", type=int, default=10_000, help="labelled train images (default 10000)")
     p.add_argument("--test-size", type=int, default=2_000, help="test images (default 2000)")
     p.add_argument("--dataset", default=None, help="labelled dataset to probe on (default: the pretraining one)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="folder of that dataset")
     p.add_argument("--random-init", type=int, metavar="SEED",
                    help="probe a freshly initialised encoder of the checkpoint's architecture instead")
     p.add_argument("--pool", choices=("mean", "cls"), default="mean",
@@ -206,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify-data", help="decode every image of a dataset and list the files that do not "
                                            "(the ones a run skips, or stops at with --set on_bad_image=fail)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--dataset", required=True, help="dataset name, e.g. imagefolder, cifar10, fashion-mnist")
+    p.add_argument("--data-root", default=None, help="folder of the dataset")
     p.add_argument("--split", default="train", help="train (default), test, or unlabeled for stl10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_verify_data)
@@ -223,7 +243,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from torch.distributed.elastic.multiprocessing.errors import record
         func = record(func)
     try:
+        if args.command in _RUN_FOLDER_COMMANDS:
+            check_run_folder(args.out)  # before anything is built: --out naming a file is a one-line error
         return func(args)
     except (ConfigError, DatasetNotFound, CheckpointError, ParameterError, BadImageError) as e:
         print(f"simlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop: no traceback
+        print(f"simlab {args.command}: interrupted", file=sys.stderr)
+        return 130

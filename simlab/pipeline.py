@@ -148,7 +148,17 @@ def pretrain_loader(dataset: ImageDataset, cfg: Config, total_steps: int, start_
     workers = cfg.data.num_workers
     return DataLoader(TwoViewBatches(dataset, cfg, augment), batch_size=None, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=False,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=ignore_sigint if workers > 0 else None)
+
+
+def ignore_sigint(_worker_id: int = 0) -> None:
+    """A data worker's ``worker_init_fn``: Ctrl-C reaches a terminal's whole process group, but the
+    main process decides what it means (save the last finished step, then stop); a worker that died
+    of it would instead fail the batch the main process is still waiting for. Workers end when the
+    main process stops iterating, or with it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from . import distributed
-from .checkpoint import (FORMAT, SCHEMA, code_version, config_of, load_checkpoint, newest_valid, preprocess_of,
-                         rng_state, save_step, set_rng_state)
-from .config import Config, ConfigError, check_same_definition
+from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, code_version, config_of,
+                         load_checkpoint, newest_valid, preprocess_of, rng_state, save_step, set_rng_state)
+from .config import Config, ConfigError, check_finished_run, check_same_definition
 from .model import SiM
 from .pipeline import (augment_on_device, build_pretrain_dataset, device_views, move_batch, pretrain_loader,
                        split_batch)
@@ -232,21 +232,30 @@ class KnnMonitor:
 
 
 class Terminated(SystemExit):
-    """SIGTERM arrived; the last finished step was saved (by rank 0) and the run stopped."""
+    """SIGTERM (or, as :class:`Interrupted`, SIGINT) arrived; the last finished step was saved (by
+    rank 0) and the run stopped. The exit code is the shell's for that signal: 143, or 130 for SIGINT."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        super().__init__(128 + int(signum))
+        self.step, self.signum = step, signum
+
+
+class Interrupted(Terminated):
+    """Ctrl-C (SIGINT): the last finished step was saved and the run stopped with exit code 130."""
 
     def __init__(self, step: int):
-        super().__init__(143)
-        self.step = step
+        super().__init__(step, signal.SIGINT)
 
 
-_FAULT_KINDS = ("raise", "nan", "inf", "grad_nan", "kill", "term")
+_FAULT_KINDS = ("raise", "nan", "inf", "grad_nan", "kill", "term", "int")
 
 
 def _fault_hook(step: int, rank: int) -> Optional[str]:
     """Test hook: ``SIMLAB_FAULT=RANK:STEP:KIND`` injects a fault on one rank at one step (first attempt
     only, so a run restarted by ``torchrun --max-restarts`` finishes). KIND: raise | nan | inf (in the loss)
     | grad_nan (in one gradient, after backward) | kill (SIGKILL) | term (SIGTERM: the step finishes, is
-    saved, and the run stops)."""
+    saved, and the run stops) | int (SIGINT, as Ctrl-C sends it: to the whole process group, data-loader
+    workers included, when this process leads its group; else to this process alone)."""
     spec = os.environ.get("SIMLAB_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return None
@@ -259,42 +268,78 @@ def _fault_hook(step: int, rank: int) -> Optional[str]:
         raise RuntimeError(f"injected fault on rank {rank} at step {step}")
     if kind in ("kill", "term"):
         os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+    if kind == "int":
+        # a terminal's Ctrl-C reaches the foreground process group; a test that starts the run in a
+        # session of its own gets the same, and never signals its own (pytest's) group
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
     return kind
 
 
 class _StopOnSigterm:
-    """Turns SIGTERM into a request honoured at the next step boundary (main thread only).
+    """Turns SIGTERM and a first SIGINT (Ctrl-C) into a request honoured at the next step boundary
+    (main thread only); a second SIGINT stops at once with KeyboardInterrupt.
 
     The handler itself only sets a flag: no collectives, no I/O, so it is safe
     wherever the signal lands. The loop then saves the state of the last
-    *finished* (hence finite) step on rank 0 and stops.
+    *finished* (hence finite) step on rank 0 and stops: exit code 143 for
+    SIGTERM, 130 for SIGINT (the shell's codes for them). A second Ctrl-C is for
+    a user who does not want to wait for that step; a checkpoint write it cuts
+    short leaves only a temporary file, which the next save replaces. A SIGINT
+    that was ignored when the run started (a background job) stays ignored.
     """
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int = signal.SIGTERM
+        self._previous: dict[int, object] = {}
+        self._decided: Optional[tuple[int, bool]] = None  # (step, stop after it), fixed by checkpoint_due
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                    continue
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if self.requested and signum == signal.SIGINT:  # the second Ctrl-C: stop now, save nothing more
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
 
     def checkpoint_due(self, done: int, total: int, every: int) -> bool:
-        """Save after this step: every ``every`` steps, at the end, and when a stop was asked for."""
-        return done % every == 0 or done == total or self.requested
+        """Save after this step: every ``every`` steps, at the end, and when a stop was asked for.
+
+        The answer fixes whether this step also stops: a signal that lands after this call (during
+        the save, say) is honoured after the next step, which is then saved too."""
+        stop = self.requested
+        self._decided = (done, stop)
+        return done % every == 0 or done == total or stop
 
     def stop_if_requested(self, done: int, log: Callable[[str], None]) -> None:
-        """After the save: stop with exit code 143 if SIGTERM arrived."""
-        if self.requested:
-            log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
-            raise Terminated(done)
+        """After the save: stop with exit code 143 (SIGTERM) or 130 (SIGINT) if one arrived in time
+        for this step's save (on ranks that do not save, whenever it arrived)."""
+        decided_here = self._decided is not None and self._decided[0] == done
+        if not (self._decided[1] if decided_here else self.requested):
+            return
+        if self.signum == signal.SIGINT:
+            log(f"interrupted: saved step {done}; run the same command to resume")
+            raise Interrupted(done)
+        log(f"SIGTERM: saved step {done} and stopped; run the same command to resume")
+        raise Terminated(done)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            # None: a handler installed outside Python, which cannot be put back; the default is closest
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous = {}
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        self._restore()
         return False
 
 
@@ -306,10 +351,30 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
 
     Under ``torchrun`` every rank calls this: the group is joined here, rank 0
     alone writes the run folder, and all ranks resume from the checkpoint rank 0 picked.
+
+    A finished run (``COMPLETE``) rerun with the same definition does nothing; with another one it is
+    refused, the differences shown (:func:`simlab.config.check_finished_run`). A run that fails before
+    it records anything (a missing dataset, a bad image under ``on_bad_image=fail``) leaves nothing
+    behind in ``run_dir`` (:class:`simlab.checkpoint.CleanFailedStart`).
     """
+    run_dir = check_run_folder(run_dir)
+    with CleanFailedStart(run_dir, active=int(os.environ.get("RANK", "0")) == 0):
+        return _pretrain(cfg, run_dir, log, on_metrics)
+
+
+def _finished_definition(run_dir: Path) -> Optional[dict]:
+    """The run-defining fields of a finished run: its config.json, else its newest checkpoint's config."""
+    path = run_dir / "config.json"
+    if path.exists():
+        return Config.from_dict(json.loads(path.read_text())).defining_dict()
+    found = newest_valid(run_dir, lambda *_: None)
+    return config_of(found[1]).defining_dict() if found else None
+
+
+def _pretrain(cfg: Config, run_dir: Path, log: Callable[[str], None],
+              on_metrics: Optional[Callable[[dict], None]]) -> Path:
     cfg.validate()
     t = cfg.train
-    run_dir = Path(run_dir)
     device = resolve_device(t.device)
     if distributed.launched_by_torchrun() and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -324,6 +389,9 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
         run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
     if (run_dir / "COMPLETE").exists():
+        finished = _finished_definition(run_dir)
+        if finished is not None:
+            check_finished_run(finished, cfg.defining_dict(), run_dir)
         log(f"{run_dir} is complete; nothing to do")
         found = newest_valid(run_dir, log)
         return found[0] if found else run_dir

@@ -137,10 +137,13 @@ def cli_pretrain(run: Path, workers: int, fault=None) -> subprocess.CompletedPro
         env["SIMLAB_FAULT"] = fault
     cmd = [sys.executable, "-m", "simlab", "pretrain", "--preset", "tiny", "--out", str(run), "--steps", "40",
            "--set", "checkpoint_every=10", "--set", f"num_workers={workers}", "--set", "log_every=1"]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    # a session of its own, as a terminal's foreground job: the 'int' fault sends SIGINT to the whole
+    # group (data workers included), as Ctrl-C does, and never to pytest
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+                          start_new_session=True)
 
 
-@pytest.mark.parametrize("stop, workers", [("kill", 0), ("kill", 2), ("term", 0)])
+@pytest.mark.parametrize("stop, workers", [("kill", 0), ("kill", 2), ("term", 0), ("int", 0), ("int", 2)])
 def test_a_killed_or_terminated_run_resumes_bitwise_equal_to_an_uninterrupted_one(tmp_path, stop, workers):
     whole = cli_pretrain(tmp_path / "whole", workers)
     assert whole.returncode == 0, whole.stderr
@@ -149,9 +152,15 @@ def test_a_killed_or_terminated_run_resumes_bitwise_equal_to_an_uninterrupted_on
     if stop == "kill":
         assert stopped.returncode == -signal.SIGKILL
         resume_step = 10
-    else:  # SIGTERM: step 13 finishes, is saved as step 14, and the run exits 143
+    elif stop == "term":  # SIGTERM: step 13 finishes, is saved as step 14, and the run exits 143
         assert stopped.returncode == 143, stopped.stderr
         assert "SIGTERM: saved step 14 and stopped" in stopped.stdout
+        resume_step = 14
+    else:  # Ctrl-C: the same save and stop, exit 130, one line and no traceback
+        assert stopped.returncode == 130, stopped.stderr
+        assert stopped.stdout.strip().splitlines()[-1] == ("interrupted: saved step 14; run the same command "
+                                                           "to resume")
+        assert "Traceback" not in stopped.stderr and "KeyboardInterrupt" not in stopped.stderr
         resume_step = 14
     assert list_checkpoints(tmp_path / "split")[0].name == f"ckpt_{resume_step:08d}.pt"
     again = cli_pretrain(tmp_path / "split", workers)
@@ -255,6 +264,18 @@ def test_rerunning_a_finished_run_does_nothing_and_a_redefined_one_shows_the_dif
     assert main(args) == 0
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    assert main([*args, "--set", "log_every=2", "--set", "num_workers=1"]) == 0  # execution-only fields
+    assert "nothing to do" in capsys.readouterr().out
+    # a finished run rerun with another definition is refused, each difference shown; a longer one
+    # is refused with the reason (its schedules ended at its own length)
+    assert main([*args, "--set", "neg_weight=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a finished run defined differently" in err and "neg_weight: the run has 0.02, this command has 0.1" in err
+    assert main([*args[:-1], "8"]) == 2
+    err = capsys.readouterr().err
+    assert "steps:" in err and "finished run of 4 steps; this command asks for 8" in err and "new --out" in err
+    assert main([*args[:-1], "2"]) == 2
+    assert "steps: the run has 4, this command has 2" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
     (run / "COMPLETE").unlink()
     with pytest.raises(ConfigError, match=r"mask_kind: checkpoint has 'block', this command has 'random'"):
