@@ -4,7 +4,8 @@
 at the default size). Every pretraining run lives in its own folder under
 ``--out`` and every probe result is cached beside it, so an interrupted claim
 run resumes where it stopped. Rows: each objective's mean ± std over seeds, a
-random-init encoder of the same architecture per seed, and raw pixels.
+random-init encoder of the same architecture per seed, raw pixels, and the floors
+that need no image content (chance; a position-only and a constant-label dense probe).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def probe_raw_pixels(train: dict, test: dict, patch: int, dense_train: int = 100
                                patch_labels(train["masks"][:dense_train], grid),
                                raw_pixel_tokens(test["images"], patch), patch_labels(test["masks"], grid)))
     return out
+
+
+def floor_rows(floors: dict) -> list[dict]:
+    """The rules that need no learning as claim-table rows: chance on the global probes, and the
+    position-only and constant-label dense probes (:func:`simlab.probes.probe_floors`)."""
+    acc = floors["chance"]["accuracy"]
+    rows = [{"row": "chance", "seed": None, "linear": acc, "knn": acc, "few_shot_5": acc}]
+    rows += [{"row": name, "seed": None, **scores} for name, scores in floors.items() if name != "chance"]
+    return rows
 
 
 def logged_train_seconds(metrics_path: Path, batch_size: int) -> float:
@@ -65,7 +75,7 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
     """Pretrain every (objective, seed), probe it, and probe random-init encoders and raw pixels."""
     from .bench import flop_per_image
     from .checkpoint import list_checkpoints, load_encoder
-    from .probes import labelled_split, probe_encoder, random_init_like
+    from .probes import labelled_split, probe_encoder, probe_floors, random_init_like
     from .train import pretrain
 
     out = Path(out)
@@ -96,6 +106,8 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
     raw = _cached(out / "raw_pixels.json", lambda: probe_raw_pixels(data["train"], data["test"],
                                                                     base.model.patch_size))
     runs.append({"row": "raw pixels", "seed": None, **raw})
+    runs += floor_rows(_cached(out / "floors.json", lambda: probe_floors(data["train"], data["test"], base.grid,
+                                                                          base.data.image_size)))
     summary = summarise(runs)
     report = {"preset": preset_name, "steps": steps, "batch_size": base.train.batch_size, "seeds": list(seeds),
               "train_size": train_size, "test_size": test_size, "overrides": list(overrides),
@@ -128,6 +140,11 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def _cell(mean: float, std: float) -> str:
+    """A table cell: the mean, and its spread where there is one (a single run has none to show)."""
+    return f"{mean:.3f} ± {std:.3f}" if std > 0 else f"{mean:.3f}"
+
+
 def markdown_table(summary: dict) -> str:
     """The summary as a markdown table; the training columns only where some row trained."""
     trained = any("train_seconds" in stats for stats in summary.values())
@@ -135,7 +152,7 @@ def markdown_table(summary: dict) -> str:
     head = "| encoder | " + " | ".join(METRICS) + " |" + extra
     lines = [head, "|" + " --- |" * (len(METRICS) + 1 + 2 * trained)]
     for name, stats in summary.items():
-        cells = [f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" if k in stats else "–" for k in METRICS]
+        cells = [_cell(*stats[k]) if k in stats else "–" for k in METRICS]
         line = f"| {name} | " + " | ".join(cells) + " |"
         if trained:
             t = f"{stats['train_seconds'][0] / 60:.1f}" if "train_seconds" in stats else "–"

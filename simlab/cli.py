@@ -85,17 +85,25 @@ def _import_official(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     import json
+    import time
 
     from .probes import probe_checkpoint
+    from .report import probe_text
+    start = time.perf_counter()
+
+    def progress(stage: str) -> None:  # probing takes from seconds to minutes: say what runs
+        print(f"[{time.perf_counter() - start:5.0f} s] {stage}", file=sys.stderr, flush=True)
+
     from .checkpoint import resolve_checkpoint
     checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a run folder's newest valid checkpoint
     res = probe_checkpoint(checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
-                           dataset=args.dataset, pool=args.pool)
+                           dataset=args.dataset, pool=args.pool, log=progress,
+                           dense_pairs=args.dense_pairs)
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
-    print(text)
+    print(text if args.json else probe_text(res))
     return 0
 
 
@@ -222,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe a freshly initialised encoder of the checkpoint's architecture instead")
     p.add_argument("--pool", choices=("mean", "cls"), default="mean",
                    help="global feature: mean of the patch tokens (default) or the cls token")
+    p.add_argument("--dense-pairs", type=int, default=512,
+                   help="held-out view pairs on which a SiM decoder is scored beside its content-blind "
+                        "floor (default 512; 0 skips it)")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("verify-data", help="decode every image of a dataset and list the files that do not "

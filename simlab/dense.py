@@ -1,5 +1,10 @@
 """What a trained SiM predicts, patch by patch: predictions against targets, attention, correspondences.
 
+Every number here comes with its floor (:mod:`simlab.floors`): the decoder's
+loss and cosine beside a content-blind predictor fitted on other images and
+two oracles, learned correspondences beside the same-grid-index rule, a random
+patch and a random-init encoder.
+
 The decoder predicts, for every view-2 patch, the target encoder's token at
 that patch from the masked view 1 and the relative geometry (SIM_SPEC.md
 section 2). Three regions of view 2 behave differently and are told apart here
@@ -16,7 +21,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, config_of, load_checkpoint
+from .checkpoint import CheckpointError, build_encoder, config_of, load_checkpoint
+from .floors import (PositionMean, image_mean_prediction, position_plus_image_prediction, random_patch_agreement,
+                     same_index_matches, score_by_region, variance_shares)
 from .masking import keyed_masks
 from .views import TwoViewTransform, ViewGeometry, relative_coords
 
@@ -148,3 +155,94 @@ def match_agreement(geometric: torch.Tensor, learned: torch.Tensor, grid: int, t
 def patch_distance(a: torch.Tensor, b: torch.Tensor, grid: int) -> torch.Tensor:
     """Chebyshev distance in patches between patch indices ``a`` and ``b`` of one grid (same shape)."""
     return torch.maximum((a // grid - b // grid).abs(), (a % grid - b % grid).abs())
+
+
+# ---------------------------------------------------------------------------- the evidence, with its floors
+CONTENT_BLIND = "position mean (content-blind)"
+
+
+def random_encoder_like(model, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised encoder of the model's architecture (the random-init floor), eval mode."""
+    torch.manual_seed(seed)
+    return build_encoder(model.cfg, model.preprocess)
+
+
+@torch.no_grad()
+def encoder_patch_tokens(encoder, views: torch.Tensor) -> torch.Tensor:
+    """(B, C, S, S) normalised views -> (B, N, D) the encoder's patch tokens on the full view."""
+    return encoder.forward_features(views)[:, 1:].float()
+
+
+@torch.no_grad()
+def prediction_scores(pair: DensePair, fit_target: torch.Tensor, neg_weight: float) -> dict:
+    """The decoder's predictions and the floors', scored with SiM's loss, its terms and the cosine
+    per region. ``fit_target`` (B', N, D): target tokens of *other* images, to fit the content-blind
+    predictor on. Returns ``{predictor: {region: {loss, pos, neg, cosine, patches}}}``."""
+    position = PositionMean.fit(fit_target, neg_weight)
+    B = pair.target.shape[0]
+    predictions = {
+        "decoder": pair.pred,
+        CONTENT_BLIND: position.predict(B),
+        "position mean, loss-optimal (content-blind)": position.predict(B, shrunk=True),
+        "image mean (oracle)": image_mean_prediction(pair.target),
+        "position + image (oracle)": position_plus_image_prediction(pair.target, position),
+    }
+    return {name: score_by_region(p, pair.target, pair.regions, neg_weight, REGION_NAMES)
+            for name, p in predictions.items()}
+
+
+@torch.no_grad()
+def correspondence_scores(pair: DensePair, encoder, random_encoder, grid: int, tolerance: int = 1) -> dict:
+    """Share of view-2 patches inside view 1 whose match lies within ``tolerance`` patches of the
+    geometric truth: the encoder's nearest neighbour, a random-init encoder's, the same grid index,
+    and a uniformly random patch (its exact expectation)."""
+    geometric = geometric_matches(relative_coords(pair.geom1, pair.geom2, grid), grid)
+    B, N = geometric.shape
+
+    def learned(enc):
+        return feature_matches(encoder_patch_tokens(enc, pair.view1), encoder_patch_tokens(enc, pair.view2))
+
+    return {"encoder": match_agreement(geometric, learned(encoder), grid, tolerance),
+            "random-init encoder": match_agreement(geometric, learned(random_encoder), grid, tolerance),
+            "same grid index": match_agreement(geometric, same_index_matches(B, N), grid, tolerance),
+            "random patch": random_patch_agreement(geometric, grid, tolerance),
+            "pairs": B, "tolerance": tolerance}
+
+
+@torch.no_grad()
+def dense_evidence(model, images: torch.Tensor, indices, fit_images: torch.Tensor, fit_indices, mean, std,
+                   seed: int = 0, random_init_seed: int = 0) -> tuple[DensePair, dict]:
+    """Everything 03_dense_features and ``simlab probe`` report about a SiM model's dense side.
+
+    images (B, C, H, W) uint8: the scored (held-out) images; fit_images: *other* images, on whose
+    targets the content-blind predictor is fitted. Returns the scored :class:`DensePair` and a
+    JSON-ready dict: ``predictions`` (decoder and floors per region), ``correspondences`` (encoder
+    and floors), ``decomposition`` (variance shares of the target tokens and of the encoder's patch
+    tokens on view 2) and the counts.
+    """
+    pair = dense_pair(model, images, indices, mean, std, seed=seed)
+    fit = dense_pair(model, fit_images, fit_indices, mean, std, seed=seed)
+    grid = model.cfg.grid
+    random_encoder = random_encoder_like(model, random_init_seed)
+    report = {
+        "pairs": int(pair.target.shape[0]), "fit_pairs": int(fit.target.shape[0]),
+        "neg_weight": model.cfg.model.neg_weight,
+        "predictions": prediction_scores(pair, fit.target, model.cfg.model.neg_weight),
+        "correspondences": correspondence_scores(pair, model.encoder, random_encoder, grid),
+        "decomposition": {"target": variance_shares(pair.target),
+                          "encoder": variance_shares(encoder_patch_tokens(model.encoder, pair.view2)),
+                          "random-init encoder": variance_shares(encoder_patch_tokens(random_encoder, pair.view2))},
+    }
+    return pair, report
+
+
+def evidence_table(report: dict) -> str:
+    """The predictions part of :func:`dense_evidence` as a markdown table (loss, pos, neg, cosine per
+    region), floors included."""
+    head = "| predictor | region | loss | pos | neg | cosine | patches |"
+    lines = [head, "|" + " --- |" * 7]
+    for name, regions in report["predictions"].items():
+        for region, s in regions.items():
+            lines.append(f"| {name} | {region} | {s['loss']:.3f} | {s['pos']:.3f} | {s['neg']:.3f} | "
+                         f"{s['cosine']:+.3f} | {s['patches']} |")
+    return "\n".join(lines)

@@ -93,6 +93,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "dataset": Param("str?", help="images to look at (None: the checkpoint's dataset)"),
         "data_root": Param("str?", help="folder of that dataset"),
         "indices": Param("list[int]", help="image indices of the test split"),
+        "pairs": Param("int", at_least(16), "held-out view pairs the decoder and its floors are scored on"),
         "seed": Param("int", at_least(0), "views and masks seed"),
     },
     "04_probes": {

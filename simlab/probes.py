@@ -8,13 +8,17 @@ norm and MAE's has one; the shared normalisation keeps them comparable.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 Images = Union[torch.Tensor, Iterable]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def prepare(images: torch.Tensor, preprocess: dict) -> torch.Tensor:
@@ -228,21 +232,68 @@ def raw_pixel_tokens(images: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int = 1000,
-                  pool: str = "mean", seed: int = 0) -> dict:
+                  pool: str = "mean", seed: int = 0, log: Callable[[str], None] = _quiet) -> dict:
     """k-NN, linear and (where masks exist) dense probes of one frozen encoder.
 
     train/test: ``images`` (uint8), ``labels`` and optionally ``masks`` tensors.
-    The dense probe trains on the first ``dense_train`` train images.
+    The dense probe trains on the first ``dense_train`` train images. ``log`` hears
+    each stage as it starts (the whole takes from seconds to minutes).
     """
+    log(f"features of {len(train['images'])} train and {len(test['images'])} test images")
     ftr = normalise(extract_features(encoder, train["images"], pool))
     fte = normalise(extract_features(encoder, test["images"], pool))
-    out = global_probes(ftr, fte, train["labels"], test["labels"], seed)
+    out = global_probes(ftr, fte, train["labels"], test["labels"], seed, log=log)
     if "masks" in train and "masks" in test:
-        size = encoder.preprocess["input_size"]
+        log(f"dense probe: per-patch logistic regression on {min(dense_train, len(train['images']))} images' tokens")
         ttr = normalise(extract_tokens(encoder, train["images"][:dense_train]))
         tte = normalise(extract_tokens(encoder, test["images"]))
-        out.update(dense_probe(ttr, patch_labels(_mask_at(train["masks"][:dense_train], size), grid),
-                               tte, patch_labels(_mask_at(test["masks"], size), grid)))
+        size = encoder.preprocess["input_size"]
+        out.update(dense_probe(ttr, dense_patch_labels(train, size, grid, dense_train), tte,
+                               dense_patch_labels(test, size, grid)))
+    return out
+
+
+def dense_patch_labels(split: dict, size: int, grid: int, n: Optional[int] = None) -> torch.Tensor:
+    """Per-patch majority labels (B, grid*grid) of a split's first ``n`` masks, seen at input ``size``."""
+    return patch_labels(_mask_at(split["masks"][:n], size), grid)
+
+
+def probe_floors(train: dict, test: dict, grid: int, size: int, dense_train: int = 1000) -> dict:
+    """What the probes score without any image content (DESIGN.md convention 13).
+
+    ``chance``: the share of the test set's most frequent class (what every global probe scores
+    when it learns nothing). Where masks exist: ``position only``, the dense probe on a one-hot
+    code of each patch's grid position (it can learn where objects usually are, nothing else),
+    and the constant rule, ``all background`` (or ``majority class`` where a set has no
+    background), which predicts the train set's most frequent patch label everywhere.
+    """
+    labels = test["labels"].long()
+    out = {"chance": {"accuracy": float(torch.bincount(labels).max() / len(labels))}}
+    if "masks" in train and "masks" in test:
+        ytr = dense_patch_labels(train, size, grid, dense_train)
+        yte = dense_patch_labels(test, size, grid)
+        n = grid * grid
+        onehot = lambda b: torch.eye(n)[None].expand(b, n, n).contiguous()  # noqa: E731
+        out["position only"] = dense_probe(onehot(len(ytr)), ytr, onehot(len(yte)), yte)
+        constant = constant_label_scores(ytr, yte)
+        out["all background" if constant.pop("label") == 0 else "majority class"] = constant
+    return out
+
+
+def constant_label_scores(train_labels: torch.Tensor, test_labels: torch.Tensor) -> dict:
+    """The dense probe's numbers for a rule predicting the train set's most frequent patch label
+    everywhere, scored exactly as :func:`dense_probe` scores (same classes, ignored patches left out)."""
+    from .data import IGNORE_LABEL
+    ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
+    ytr, yte = ytr[ytr != IGNORE_LABEL], yte[yte != IGNORE_LABEL]
+    label = int(np.bincount(ytr).argmax())
+    pred = np.full_like(yte, label)
+    out = {"label": label}
+    if len(np.unique(ytr > 0)) == 2:
+        binary = iou_scores((pred > 0).astype(int), (yte > 0).astype(int), (0, 1))
+        out.update(fg_bg_miou=float(np.mean(list(binary.values()))), fg_iou=float(binary.get(1, 0.0)))
+    per_class = iou_scores(pred, yte, np.unique(np.concatenate([ytr, yte])))
+    out["class_miou"] = float(np.mean(list(per_class.values())))
     return out
 
 
@@ -285,11 +336,14 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
 
 
 def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, test_y: torch.Tensor,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, log: Callable[[str], None] = _quiet) -> dict:
     """k-NN, linear and few-shot accuracies of pooled, normalised features."""
+    log("k-NN (k = 20, T = 0.07)")
+    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y)}
+    log("linear probe (logistic regression, C chosen on a held-out fifth)")
     linear = linear_probe(ftr, train_y, fte, test_y, seed=seed)
-    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y), "linear": linear["acc"],
-           "linear_converged": linear["converged"]}
+    out.update(linear=linear["acc"], linear_converged=linear["converged"])
+    log("few-shot (1, 5, 10 per class, 5 draws each)")
     for n, res in few_shot(ftr, train_y, fte, test_y, seed=seed).items():
         out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
     return out
@@ -297,16 +351,22 @@ def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, t
 
 def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
                      random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0,
-                     dataset: Optional[str] = None, pool: str = "mean") -> dict:
+                     dataset: Optional[str] = None, pool: str = "mean", log: Callable[[str], None] = _quiet,
+                     dense_pairs: int = 512) -> dict:
     """Probe a checkpoint's encoder (or, with ``random_init=SEED``, a fresh one of its architecture)
     on the first ``train_size`` / ``test_size`` images of a dataset's train and test splits (by
     default its pretraining dataset), pooling patch tokens by ``pool`` ("mean" or "cls"); returns every
-    number with the settings and the checkpoint's sha256."""
+    number with the settings, the checkpoint's sha256 and the floors (:func:`probe_floors`). For a
+    SiM checkpoint it adds ``dense_evidence``: its decoder's predictions on ``dense_pairs`` held-out
+    view pairs and its learned correspondences, each beside its floors (:func:`simlab.dense.dense_evidence`).
+    Numbers are rounded to 6 decimals. ``path``: a checkpoint file or a run folder."""
     import time
 
-    from .checkpoint import load_encoder, sha256_of
+    from .checkpoint import load_encoder, resolve_checkpoint, sha256_of
 
     start = time.perf_counter()
+    path = resolve_checkpoint(path)
+    log(f"loading {path}")
     encoder = load_encoder(path)
     if random_init is not None:
         encoder = random_init_like(encoder, random_init)
@@ -315,15 +375,37 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     dataset = dataset or cfg.data.dataset
     if dataset == cfg.data.dataset:  # the recorded data_root belongs to the pretraining dataset only
         data_root = data_root or cfg.data.data_root
+    log(f"loading {train_size} train and {test_size} test images of {dataset}")
     splits = {split: labelled_split(dataset, split, n, data_root, size, data_seed)
               for split, n in (("train", train_size), ("test", test_size))}
-    res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, pool=pool, seed=seed)
-    return {"checkpoint": str(path), "sha256": sha256_of(path), "encoder": "random-init" if random_init is not None
-            else "pretrained", "random_init_seed": random_init, "dataset": dataset, "pool": pool,
-            "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
-            "data_seed": data_seed, "probe_seed": seed,
-            **{k: v if isinstance(v, bool) else float(v) for k, v in res.items()},  # flags stay flags
-            "seconds": time.perf_counter() - start}
+    res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, pool=pool, seed=seed, log=log)
+    log("floors: chance, position-only dense probe, constant label")
+    res["floors"] = probe_floors(splits["train"], splits["test"], cfg.grid, size)
+    if random_init is None and dense_pairs > 0 and cfg.train.objective == "sim":
+        from .dense import dense_evidence, load_sim_model
+        n = min(dense_pairs, len(splits["test"]["images"]), len(splits["train"]["images"]))
+        log(f"dense evidence: the decoder and its floors on {n} held-out view pairs")
+        model = load_sim_model(path)
+        mean, std = model.preprocess["mean"], model.preprocess["std"]
+        _, res["dense_evidence"] = dense_evidence(model, splits["test"]["images"][:n], torch.arange(n),
+                                                  splits["train"]["images"][:n], torch.arange(n), mean, std)
+    return rounded({"checkpoint": str(path), "sha256": sha256_of(path),
+                    "encoder": "random-init" if random_init is not None else "pretrained",
+                    "random_init_seed": random_init, "dataset": dataset, "pool": pool,
+                    "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
+                    "data_seed": data_seed, "probe_seed": seed, **res, "seconds": time.perf_counter() - start})
+
+
+def rounded(obj, digits: int = 6):
+    """Floats rounded to ``digits`` decimals throughout a JSON-ready structure (0.1076, not
+    0.10759999999999999); booleans, ints and strings unchanged."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
 
 
 def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

@@ -31,6 +31,7 @@ from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, cod
                          load_checkpoint, newest_valid, preprocess_of, rng_state, save_step, set_rng_state)
 from .config import Config, ConfigError, check_finished_run, check_same_definition
 from .model import SiM
+from .monitors import KnnMonitor, collapse_monitors, encoder_monitors  # noqa: F401 (KnnMonitor: public here)
 from .pipeline import (augment_on_device, build_pretrain_dataset, device_views, move_batch, pretrain_loader,
                        split_batch)
 
@@ -122,26 +123,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-# ---------------------------------------------------------------------------- monitors
-@torch.no_grad()
-def effective_rank(x: torch.Tensor) -> float:
-    """exp(entropy) of the normalised eigenvalues of the covariance of rows of x (N, D)."""
-    x = x.float().reshape(-1, x.shape[-1])
-    x = x - x.mean(0)
-    eig = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).clamp(min=0)
-    p = eig / eig.sum().clamp(min=1e-12)
-    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
-
-
-@torch.no_grad()
-def collapse_monitors(outputs: dict) -> dict:
-    """Dense-collapse signals: per-dimension std of the normalised targets, effective ranks."""
-    target = outputs["target"].float().reshape(-1, outputs["target"].shape[-1])
-    return {"target_std": float(target.std(0).mean()),
-            "pred_rank": effective_rank(outputs["pred"]),
-            "target_rank": effective_rank(target)}
-
-
 # ---------------------------------------------------------------------------- the run
 class MetricsLog:
     """metrics.jsonl (and TensorBoard when installed), cut back to a step on resume."""
@@ -205,30 +186,6 @@ class BadImageLog:
 
 def _check_resume(cfg: Config, ckpt: dict, path: Path) -> None:
     check_same_definition(config_of(ckpt).defining_dict(), cfg.defining_dict(), path)
-
-
-class KnnMonitor:
-    """The online k-NN probe: labelled bank and queries loaded once, the online encoder probed in eval mode.
-
-    It draws no random numbers, so a run with the monitor trains exactly as one without it.
-    """
-
-    def __init__(self, cfg: Config):
-        from .probes import labelled_split
-        t, d = cfg.train, cfg.data
-        name = t.knn_dataset or d.dataset
-        root = d.data_root if name == d.dataset else None
-        self.splits = {}
-        for split, n in (("train", t.knn_train_size), ("test", t.knn_test_size)):
-            data = labelled_split(name, split, n, root, d.image_size, cfg.seed, d.download, field="knn_dataset")
-            self.splits[split] = (data["images"], data["labels"])
-
-    def __call__(self, encoder) -> float:
-        from .probes import extract_features, knn_accuracy, normalise
-        (xtr, ytr), (xte, yte) = self.splits["train"], self.splits["test"]
-        ftr = normalise(extract_features(encoder, xtr))
-        fte = normalise(extract_features(encoder, xte))
-        return knn_accuracy(ftr, ytr, fte, yte)
 
 
 class Terminated(SystemExit):
@@ -515,7 +472,8 @@ def _pretrain(cfg: Config, run_dir: Path, log: Callable[[str], None],
                     record = {"step": done, "epoch": done / spe, "loss": values[0], "pos": values[1],
                               "neg": values[2], "lr": float(schedule.lr[step]),
                               "momentum": float(schedule.momentum[step]), "grad_norm": values[3],
-                              "images_per_s": ips, **collapse_monitors(out)}
+                              "images_per_s": ips, **collapse_monitors(out),
+                              **encoder_monitors(model.encoder, micro["view1"])}
                     if knn_due:
                         record["knn"] = monitor(model.encoder)  # the encoder goes back to train mode
                     metrics.write(record)

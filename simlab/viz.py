@@ -1,4 +1,7 @@
-"""Figures (matplotlib, imported only here): view pairs with their geometry, sample grids.
+"""Figures (matplotlib, imported only here): view pairs with their geometry, sample grids, curves.
+
+The dense side's figures (predictions, attention, correspondences, evidence) are in
+:mod:`simlab.dense_viz`.
 
 The view-pair figure is SiM's input made visible: the source image with both
 crop boxes, the masked online view with every target-view patch centre placed
@@ -128,17 +131,32 @@ def plot_samples(images: torch.Tensor, masks: Optional[torch.Tensor] = None, lab
     return fig
 
 
-def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_rank", "pred_rank", "images_per_s")):
-    """Curves of a run's metrics.jsonl records against the step; returns the figure."""
+VAR_PARTS = ("position", "image", "rest")
+
+
+def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_var", "encoder_var", "encoder_rankme",
+                                                "target_rank", "pred_rank", "images_per_s")):
+    """Curves of a run's metrics.jsonl records against the step; returns the figure.
+
+    ``target_var`` and ``encoder_var`` draw the three variance shares of the target tokens and of the
+    encoder's patch tokens (grid position, image identity, neither) in one panel each."""
     plt = _pyplot()
-    keys = [k for k in keys if any(k in r for r in records)]
-    cols = min(3, len(keys))
-    rows = (len(keys) + cols - 1) // cols
+    present = lambda k: any(k in r or f"{k}_position" in r for r in records)  # noqa: E731
+    keys = [k for k in keys if present(k)]
+    cols = min(3, max(len(keys), 1))
+    rows = max(1, (len(keys) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     steps = [r["step"] for r in records]
     for ax, key in zip(axes.ravel(), keys):
-        ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.5)
-        ax.set_title(key, fontsize=9)
+        if key.endswith("_var"):
+            for part in VAR_PARTS:
+                ax.plot(steps, [r.get(f"{key}_{part}", float("nan")) for r in records], lw=1.5, label=part)
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=7)
+            ax.set_title(f"{key.replace('_var', '')} tokens: variance share by", fontsize=9)
+        else:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.5)
+            ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(keys):]:
@@ -183,85 +201,5 @@ def plot_geometry_stats(g1: ViewGeometry, g2: ViewGeometry):
     axes[2].set_title("relative flip", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_dense_features(pair, i: int, grid: int, mean, std):
-    """One sample of a :class:`simlab.dense.DensePair`: the masked view 1, view 2, PCA colours of the
-    predicted and the target tokens (one joint PCA), and the per-patch cosine of prediction and target
-    with each view-2 patch's region marked (dot: visible under view 1, cross: masked, none: outside)."""
-    from .dense import MASKED, VISIBLE, pca_rgb
-    plt = _pyplot()
-    pred_rgb, target_rgb = pca_rgb(pair.pred[i], pair.target[i])
-    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
-    axes[0].imshow(to_display(pair.view1[i], mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
-    shade = np.zeros((grid, grid, 4))
-    shade[pair.mask[i].reshape(grid, grid).numpy()] = (0, 0, 0, 0.6)
-    axes[0].imshow(shade, extent=(0, grid, grid, 0), interpolation="nearest")
-    axes[0].set_title("view 1, masked", fontsize=9)
-    axes[1].imshow(to_display(pair.view2[i], mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
-    axes[1].set_title("view 2", fontsize=9)
-    axes[2].imshow(pred_rgb.reshape(grid, grid, 3).numpy(), interpolation="nearest")
-    axes[2].set_title("predicted tokens (PCA→RGB)", fontsize=9)
-    axes[3].imshow(target_rgb.reshape(grid, grid, 3).numpy(), interpolation="nearest")
-    axes[3].set_title("target tokens (same PCA)", fontsize=9)
-    cos = pair.cosine[i].reshape(grid, grid).numpy()
-    im = axes[4].imshow(cos, cmap="RdYlGn", vmin=-1, vmax=1, interpolation="nearest")
-    regions = pair.regions[i].reshape(grid, grid).numpy()
-    for code, marker in ((VISIBLE, "."), (MASKED, "x")):
-        rr, cc = np.nonzero(regions == code)
-        axes[4].scatter(cc, rr, marker=marker, c="black", s=10, linewidths=0.8)
-    fig.colorbar(im, ax=axes[4], fraction=0.046)
-    axes[4].set_title("cosine(pred, target): · visible, × masked,\nblank = outside view 1", fontsize=9)
-    for ax in axes:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def plot_attention(view: torch.Tensor, attention: torch.Tensor, grid: int, mean, std):
-    """A view and its cls token's attention over the patches, per head of the last block.
-    attention: (heads, 1 + N, 1 + N) for this view."""
-    plt = _pyplot()
-    heads = attention.shape[0]
-    fig, axes = plt.subplots(1, heads + 1, figsize=(2.4 * (heads + 1), 2.6))
-    axes[0].imshow(to_display(view, mean, std), interpolation="nearest")
-    axes[0].set_title("image", fontsize=9)
-    for h in range(heads):
-        axes[h + 1].imshow(attention[h, 0, 1:].reshape(grid, grid).numpy(), cmap="magma", interpolation="nearest")
-        axes[h + 1].set_title(f"head {h}: cls → patches", fontsize=9)
-    for ax in axes:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def plot_correspondences(view1: torch.Tensor, view2: torch.Tensor, geometric: torch.Tensor, learned: torch.Tensor,
-                         grid: int, mean, std, every: int = 2):
-    """View 2 (left) and view 1 (right) with lines from view-2 patches to their view-1 match: green
-    where the learned nearest neighbour falls within one patch of the geometric truth, red elsewhere;
-    white circles mark the geometric match. geometric, learned: (N,) view-1 patch indices (-1 outside)."""
-    plt = _pyplot()
-    from matplotlib.patches import ConnectionPatch
-
-    from .dense import patch_distance
-    close = patch_distance(geometric, learned, grid) <= 1
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    axes[0].imshow(to_display(view2, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
-    axes[1].imshow(to_display(view1, mean, std), extent=(0, grid, grid, 0), interpolation="nearest")
-    axes[0].set_title("view 2: patches", fontsize=9)
-    axes[1].set_title("view 1: learned match (line), truth (○)", fontsize=9)
-    for n in range(0, grid * grid, every):
-        if geometric[n] < 0:
-            continue
-        src = (n % grid + 0.5, n // grid + 0.5)
-        g, m = int(geometric[n]), int(learned[n])
-        dst = (m % grid + 0.5, m // grid + 0.5)
-        fig.add_artist(ConnectionPatch(src, dst, "data", "data", axesA=axes[0], axesB=axes[1],
-                                       color="#2ca02c" if close[n] else "#d62728", lw=0.7, alpha=0.8))
-        axes[1].scatter([g % grid + 0.5], [g // grid + 0.5], s=18, facecolors="none", edgecolors="white", lw=0.7)
-    for ax in axes:
-        ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
     return fig

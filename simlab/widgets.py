@@ -204,7 +204,8 @@ class LiveCurves:
     arrive (pass the instance as ``pretrain(..., on_metrics=curves)``); at most one redraw per
     ``every_s`` seconds, and a last one from :meth:`close`."""
 
-    def __init__(self, every_s: float = 5.0, keys=("loss", "pos", "neg", "knn", "target_rank", "images_per_s")):
+    def __init__(self, every_s: float = 5.0, keys=("loss", "pos", "neg", "knn", "target_var", "encoder_var",
+                                                   "encoder_rankme", "images_per_s")):
         from IPython.display import display
         self.records: list[dict] = []
         self.every_s, self.keys, self._last = every_s, keys, 0.0

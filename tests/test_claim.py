@@ -12,10 +12,15 @@ def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, caps
     assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--json"]) == 0
     out = tmp_path / "shapes"  # the default dataset, in its own folder
     report = json.loads((out / "claim.json").read_text())
-    assert set(report["summary"]) == {"sim", "mae", "id", "random init", "raw pixels"}
+    floors = {"chance", "position only", "all background"}
+    assert set(report["summary"]) == {"sim", "mae", "id", "random init", "raw pixels"} | floors
     for row, stats in report["summary"].items():
         for key in METRICS:
-            assert 0.0 <= stats[key][0] <= 1.0, (row, key)
+            assert row in floors or 0.0 <= stats[key][0] <= 1.0, (row, key)
+    # each floor row carries what it is a floor of: chance the global probes, the others the dense one
+    assert set(report["summary"]["chance"]) == {"linear", "knn", "few_shot_5"}
+    assert {"fg_bg_miou", "class_miou"} <= set(report["summary"]["position only"])
+    assert report["summary"]["all background"]["fg_iou"][0] == 0.0
     for objective in ("sim", "mae", "id"):
         assert report["summary"][objective]["train_gflop"][0] > 0
         assert (out / f"{objective}_seed0" / "COMPLETE").exists()
@@ -37,7 +42,8 @@ def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, caps
     assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--datasets", "fashion-mnist",
                        "--objective", "sim"]) == 0
     report = json.loads((tmp_path / "fashion-mnist" / "claim.json").read_text())
-    assert set(report["summary"]) == {"sim", "random init", "raw pixels"}
+    assert set(report["summary"]) == {"sim", "random init", "raw pixels", "chance", "position only",
+                                      "all background"}
     config = json.loads((tmp_path / "fashion-mnist" / "sim_seed0" / "config.json").read_text())
     assert config["data"]["dataset"] == "fashion-mnist"
     # Fashion-MNIST's thresholded masks give the dense probe its foreground labels

@@ -19,13 +19,24 @@ def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
     assert main(["probe", "--checkpoint", str(ckpt), "--train-size", "200", "--test-size", "100",
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
+    printed = capsys.readouterr()
+    # the terminal gets a table with every number beside its floor, and progress on stderr
+    assert "chance" in printed.out and "position only" in printed.out and "same grid index" in printed.out
+    assert "dense probe" in printed.err and "k-NN" in printed.err
     assert res["sha256"] == sha256_of(ckpt) and res["dataset"] == "shapes"
+    floors = res["floors"]
+    assert 0.0 < floors["chance"]["accuracy"] <= 1.0
+    assert set(floors) == {"chance", "position only", "all background"}
+    # a SiM checkpoint's decoder is scored beside its content-blind floor
+    preds = res["dense_evidence"]["predictions"]
+    assert {"decoder", "position mean (content-blind)", "image mean (oracle)"} <= set(preds)
+    assert all(r == round(r, 6) for r in (res["knn"], res["linear"]))
     assert (res["train_size"], res["test_size"], res["encoder"]) == (200, 100, "pretrained")
     for key in ("knn", "linear", "few_shot_1", "few_shot_5", "few_shot_10", "fg_bg_miou", "fg_iou", "class_miou"):
         assert 0.0 <= res[key] <= 1.0, key
     capsys.readouterr()
     assert main(["probe", "--checkpoint", str(ckpt), "--train-size", "200", "--test-size", "100",
-                 "--random-init", "0"]) == 0
+                 "--random-init", "0", "--json"]) == 0
     rand = json.loads(capsys.readouterr().out)
     assert rand["encoder"] == "random-init" and rand["random_init_seed"] == 0
     assert rand["train_size"] == 200
@@ -33,7 +44,7 @@ def test_cli_probe_reports_every_number_with_its_settings(tmp_path, capsys):
     assert numbers(rand) != numbers(res)  # a different encoder was probed
     capsys.readouterr()
     assert main(["probe", "--checkpoint", str(ckpt), "--train-size", "200", "--test-size", "100",
-                 "--pool", "cls"]) == 0
+                 "--pool", "cls", "--json"]) == 0
     cls = json.loads(capsys.readouterr().out)
     assert cls["pool"] == "cls" and res["pool"] == "mean"
     # the cls token is another global feature; the dense probe reads patch tokens either way

@@ -1,0 +1,93 @@
+"""Probe and dense-evidence results as text: every number beside its floor.
+
+Used by ``simlab probe``, ``04_probes`` and ``03_dense_features``. A reader
+should never meet a learned number without the rule that needs no learning
+next to it (DESIGN.md convention 13), nor an unconverged fit without being told.
+"""
+
+from __future__ import annotations
+
+REGIONS = ("all", "visible", "masked", "outside")
+
+
+def _pct(v) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f} %"
+
+
+def _num(v) -> str:
+    return "–" if v is None or v != v else f"{v:.3f}"
+
+
+def probe_text(res: dict) -> str:
+    """The result of :func:`simlab.probes.probe_checkpoint` as a plain-text report."""
+    floors = res.get("floors", {})
+    chance = floors.get("chance", {}).get("accuracy")
+    lines = [f"{res['encoder']} encoder of {res['checkpoint']} (sha256 {res['sha256'][:12]}...)",
+             f"{res['dataset']}: {res['train_size']} train / {res['test_size']} test images, pool {res['pool']}, "
+             f"{res['seconds']:.0f} s", "",
+             f"{'global probe':<22}{'encoder':>10}{'chance':>10}"]
+    note = "" if res.get("linear_converged", True) else "   (L-BFGS did not converge: read with care)"
+    lines.append(f"{'k-NN (k=20, T=0.07)':<22}{_pct(res.get('knn')):>10}{_pct(chance):>10}")
+    lines.append(f"{'linear':<22}{_pct(res.get('linear')):>10}{_pct(chance):>10}{note}")
+    for n in (1, 5, 10):
+        if f"few_shot_{n}" in res:
+            lines.append(f"{f'{n}-shot':<22}{_pct(res[f'few_shot_{n}']):>10}{_pct(chance):>10}")
+    if "class_miou" in res:
+        dense_floors = [k for k in floors if k != "chance"]
+        lines += ["", f"{'dense probe':<22}{'encoder':>10}" + "".join(f"{k:>18}" for k in dense_floors)]
+        for key, label in (("fg_bg_miou", "fg/bg mIoU"), ("fg_iou", "fg IoU"), ("class_miou", "class mIoU")):
+            if key in res:
+                lines.append(f"{label:<22}{_num(res[key]):>10}"
+                             + "".join(f"{_num(floors[k].get(key)):>18}" for k in dense_floors))
+        if not res.get("dense_converged", True):
+            lines.append("  (a dense fit did not converge in its iterations: read with care)")
+    if "dense_evidence" in res:
+        lines += ["", evidence_text(res["dense_evidence"])]
+    return "\n".join(lines)
+
+
+def evidence_text(ev: dict) -> str:
+    """:func:`simlab.dense.dense_evidence`'s report: predictions, correspondences and decomposition."""
+    lines = [f"decoder predictions on {ev['pairs']} held-out view pairs (content-blind rule fitted on "
+             f"{ev['fit_pairs']} other images; loss = pos + {ev['neg_weight']} x neg, as in training)",
+             f"{'predictor':<46}{'loss':>7}{'pos':>7}{'neg':>7}" + "".join(f"{'cos ' + r:>13}" for r in REGIONS)]
+    for name, regions in ev["predictions"].items():
+        a = regions["all"]
+        lines.append(f"{name:<46}{a['loss']:>7.3f}{a['pos']:>7.3f}{a['neg']:>7.3f}"
+                     + "".join(f"{regions[r]['cosine']:>13.3f}" for r in REGIONS))
+    c = ev["correspondences"]
+    lines += ["", f"correspondences within {c['tolerance']} patch of the geometric truth ({c['pairs']} pairs): "
+              + ", ".join(f"{k} {_pct(c[k])}" for k in ("encoder", "random-init encoder", "same grid index",
+                                                         "random patch"))]
+    lines += ["", "share of token variance explained by view-2 grid position / image identity / neither:"]
+    for name, d in ev["decomposition"].items():
+        lines.append(f"  {name + ' tokens':<30}{_pct(d['position']):>9} /{_pct(d['image']):>8} /{_pct(d['rest']):>8}")
+    return "\n".join(lines)
+
+
+def evidence_markdown(res: dict) -> str:
+    """The README's evidence table for one probed SiM checkpoint: each dense number with its floors
+    (generated from the committed result file, so the README cannot drift from it)."""
+    ev, floors = res["dense_evidence"], res["floors"]
+    p, c = ev["predictions"], ev["correspondences"]
+    dense_floors = [k for k in floors if k != "chance"]
+    rows = [("SiM loss on held-out pairs (↓)", f"{p['decoder']['all']['loss']:.3f}",
+             f"position mean {p['position mean (content-blind)']['all']['loss']:.3f}; loss-optimal position "
+             f"mean {p['position mean, loss-optimal (content-blind)']['all']['loss']:.3f}"),
+            ("cosine(prediction, target) (↑)", f"{p['decoder']['all']['cosine']:.3f}",
+             f"position mean {p['position mean (content-blind)']['all']['cosine']:.3f}"),
+            ("cosine over masked view-1 patches", f"{p['decoder']['masked']['cosine']:.3f}",
+             f"position mean {p['position mean (content-blind)']['masked']['cosine']:.3f}"),
+            ("correspondences within 1 patch", _pct(c["encoder"]),
+             f"random-init encoder {_pct(c['random-init encoder'])}; same grid index "
+             f"{_pct(c['same grid index'])}; random patch {_pct(c['random patch'])}")]
+    for key, label in (("fg_bg_miou", "dense probe fg/bg mIoU"), ("class_miou", "dense probe class mIoU")):
+        rows.append((label, _num(res[key]), "; ".join(f"{k} {_num(floors[k][key])}" for k in dense_floors)))
+    rows.append(("linear probe", _pct(res["linear"]), f"chance {_pct(floors['chance']['accuracy'])}"))
+    d = ev["decomposition"]
+    share = lambda who: f"{_pct(d[who]['position'])} / {_pct(d[who]['image'])} / {_pct(d[who]['rest'])}"  # noqa: E731
+    rows.append(("token variance: position / image / rest", f"target {share('target')}; encoder {share('encoder')}",
+                 f"random-init encoder {share('random-init encoder')}"))
+    lines = ["| measure | the checkpoint | floors (no learning) |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {f} |" for a, b, f in rows]
+    return "\n".join(lines)
