@@ -14,15 +14,24 @@ Papermill is imported only inside :func:`run_notebook`.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
+import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 class ParameterError(ValueError):
-    """A notebook parameter that is unknown, of the wrong type or out of range."""
+    """A notebook parameter that is unknown, of the wrong type or out of range.
+
+    In IPython (JupyterLab, papermill) it shows as its one line: the reason is the whole story, and a
+    traceback through simlab's validation code would only bury it.
+    """
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for an exception's own rendering
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 
 class Param(NamedTuple):
@@ -143,6 +152,15 @@ def _type_error(kind: str, value) -> Optional[str]:
     return None if ok else f"must be {base}{' or None' if kind.endswith('?') else ''}, got {value!r}"
 
 
+def unknown_parameter(notebook: str, name: str) -> ParameterError:
+    """The error for a name ``notebook`` does not declare, with the closest declared names."""
+    spec = PARAMETERS[notebook]
+    close = difflib.get_close_matches(name, list(spec), n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return ParameterError(f"unknown parameter {name!r}{hint}: {notebook} has no such parameter; "
+                          f"it takes {', '.join(spec)}")
+
+
 def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
     """The declared parameters of ``notebook`` taken from ``values``, checked; raises ParameterError
     naming the first bad one (including any name in ``injected`` the notebook does not declare)."""
@@ -151,8 +169,7 @@ def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
     spec = PARAMETERS[notebook]
     for name in injected:
         if name not in spec:
-            raise ParameterError(f"parameter {name!r}: {notebook} has no such parameter; "
-                                 f"it takes {', '.join(sorted(spec))}")
+            raise unknown_parameter(notebook, name)
     out = {}
     for name, p in spec.items():
         if name not in values:
@@ -196,23 +213,69 @@ def pretrain_config(params: dict):
         raise ParameterError(f"parameter {owner!r}: {e}") from None
 
 
+def _is_injected(source: str) -> bool:
+    return source.lstrip().startswith("# Parameters")
+
+
+def assigned_names(source: str) -> Optional[list[str]]:
+    """The names a cell assigns at top level, in order; None when it does more than assign (or does not
+    parse), so it cannot be a parameters cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            names += [t.id for t in node.targets]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+        else:
+            return None
+    return names
+
+
 def injected_names(history: Iterable[str]) -> list[str]:
     """Names assigned by papermill's injected cell (its source starts with '# Parameters'), the newest one."""
     for source in reversed(list(history)):
-        if source.lstrip().startswith("# Parameters"):
-            tree = ast.parse(source)
-            return [t.id for node in tree.body if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)]
+        if _is_injected(source):
+            return assigned_names(source) or []
     return []
+
+
+def parameter_cell_names(notebook: str, history: Sequence[str]) -> list[str]:
+    """The names assigned by the cells that set ``notebook``'s parameters just now, read from IPython's
+    ``In`` history: the cells run right before the validation cell (the last entry, when it calls
+    ``check_parameters``), papermill's injected cell and the parameters cell itself.
+
+    A cell counts only when it does nothing but assign, and assigns at least one declared parameter
+    (or is papermill's): a helper cell run just before, ``x = 5`` say, is not a parameters cell."""
+    spec = PARAMETERS[notebook]
+    entries = list(history)
+    if entries and "check_parameters" in entries[-1]:
+        entries = entries[:-1]  # the running cell
+    found: list[str] = []
+    for source in reversed(entries[-2:]):  # at most papermill's cell and the parameters cell
+        names = assigned_names(source)
+        if not source.strip() or names is None or not (_is_injected(source) or set(names) & set(spec)):
+            break
+        found = names + found
+        if not _is_injected(source):
+            break  # the parameters cell comes first; what ran before it is not ours
+    return found
 
 
 def check_parameters(notebook: str, namespace: dict) -> dict:
     """Called by each notebook's second code cell with ``globals()``: the validated parameters.
 
-    In IPython it also reads the cell history, so a name papermill injected but the notebook does not
-    declare is an error rather than papermill's warning."""
+    In IPython it also reads the cell history (``In``): every name assigned by the parameters cell just
+    run, as edited in JupyterLab (``mask_ratoi = 0.6``), or by papermill's injected cell, must be one the
+    notebook declares, so a typo fails here with the closest declared name instead of running on with
+    the default."""
+    if notebook not in PARAMETERS:
+        raise ParameterError(f"unknown notebook {notebook!r}; choose one of {', '.join(PARAMETERS)}")
     history = namespace.get("In", [])
-    return validate(notebook, namespace, injected_names(history))
+    return validate(notebook, namespace, parameter_cell_names(notebook, history))
 
 
 def parse_value(text: str):
@@ -242,18 +305,90 @@ def defaults(name: str) -> dict:
     return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
 
 
+def _tracked_kernel_manager():
+    """jupyter_client's kernel manager, remembering the kernels it starts (so Ctrl-C can reach them)."""
+    from jupyter_client import AsyncKernelManager
+
+    class TrackedKernelManager(AsyncKernelManager):
+        started: list = []
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            TrackedKernelManager.started.append(self)
+
+    return TrackedKernelManager
+
+
+class _InterruptKernels:
+    """The first SIGINT interrupts the kernels (jupyter_client starts each in a session of its own, so
+    a terminal's Ctrl-C never reaches them); papermill then records the interrupted cell and stops.
+    A second SIGINT raises KeyboardInterrupt here at once. Main thread only; otherwise a no-op."""
+
+    def __init__(self, managers: list):
+        self.managers, self.interrupted, self._previous = managers, False, None
+
+    def __enter__(self) -> "_InterruptKernels":
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+        if self.interrupted:
+            self._restore()
+            raise KeyboardInterrupt
+        self.interrupted = True
+        for km in self.managers:  # a plain signal to each kernel's process group: safe in a handler
+            provisioner = getattr(km, "provisioner", None)
+            pgid = getattr(provisioner, "pgid", None)
+            process = getattr(provisioner, "process", None)
+            try:
+                if pgid:
+                    os.killpg(pgid, signal.SIGINT)
+                elif process is not None:
+                    os.kill(process.pid, signal.SIGINT)
+            except OSError:  # already gone
+                pass
+
+    def _restore(self) -> None:
+        import signal
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def __exit__(self, *exc) -> bool:
+        self._restore()
+        return False
+
+
 def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str = "python3",
                  progress: bool = True, mark_complete: bool = True) -> Path:
     """Execute ``notebooks/NAME.ipynb`` into ``RUN_DIR/NAME.ipynb`` with papermill.
 
     The parameters (the notebook's defaults, then ``params``, then ``run_dir``) are validated before a
     kernel starts. ``COMPLETE`` is written in ``run_dir`` only on success; a failing cell raises
-    papermill's PapermillExecutionError, and the written notebook keeps the error cell."""
+    papermill's PapermillExecutionError, and the written notebook keeps the error cell.
+
+    Ctrl-C interrupts the running cell, as JupyterLab's stop button does (a pretraining run in it saves
+    its last finished step first), lets papermill write the cells run so far into
+    ``RUN_DIR/NAME.ipynb``, and raises KeyboardInterrupt; a second Ctrl-C stops without waiting.
+
+    The kernel talks to papermill over Unix sockets (IPC) in a private temporary folder rather than
+    TCP on localhost: nothing else on the machine can connect to it, and ipykernel then has no reason
+    to print its warning that TCP without encryption is open to eavesdropping."""
+    import shutil
+    import tempfile
+
     import papermill
 
     path = notebook_path(name)
     name = path.stem
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ParameterError(f"parameter 'run_dir': {run_dir} exists and is not a folder")
     given = dict(params or {})
     if "run_dir" in given:
         raise ParameterError("parameter 'run_dir': set by --out, not by -p")
@@ -262,8 +397,27 @@ def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "COMPLETE").unlink(missing_ok=True)
     out = run_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(path), str(out), parameters=given, kernel_name=kernel,
-                               progress_bar=progress, cwd=None)
+    engine: dict[str, Any] = {}
+    sockets = None
+    if os.name == "posix":
+        from traitlets.config import Config
+        # a short private path: a Unix socket's path must stay under ~100 bytes, and a runtime folder
+        # under a deep home or temporary directory can be longer than that
+        sockets = tempfile.mkdtemp(prefix="simlab-kernel-")
+        engine["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
+    engine["kernel_manager_class"] = _tracked_kernel_manager()
+    try:
+        with _InterruptKernels(engine["kernel_manager_class"].started) as ctrl_c:
+            try:
+                papermill.execute_notebook(str(path), str(out), parameters=given, kernel_name=kernel,
+                                           progress_bar=progress, cwd=None, **engine)
+            except papermill.PapermillExecutionError:
+                if ctrl_c.interrupted:  # the cell failed because of the interrupt we passed on
+                    raise KeyboardInterrupt from None
+                raise
+    finally:
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     if mark_complete:
         (run_dir / "COMPLETE").write_text(f"{name}\n")
     return out

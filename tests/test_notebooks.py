@@ -50,7 +50,7 @@ def test_papermill_reads_every_parameter_and_its_help(name):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"stepz": 3}, "'stepz': 02_pretrain has no such parameter"),
+    ({"stepz": 3}, "unknown parameter 'stepz' (did you mean 'steps'?): 02_pretrain has no such parameter"),
     ({"steps": "3"}, "'steps': must be int"),
     ({"steps": 0}, "'steps': must be >= 1"),
     ({"epochs": math.nan}, "'epochs': must be finite"),
@@ -61,7 +61,7 @@ def test_papermill_reads_every_parameter_and_its_help(name):
 ])
 def test_bad_parameters_fail_naming_the_parameter(change, message):
     values = {**defaults("02_pretrain"), **change}
-    with pytest.raises(ParameterError, match=message.replace("(", r"\(")):
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         validate("02_pretrain", values, injected=change)
 
 
@@ -69,6 +69,61 @@ def test_injected_names_are_read_from_papermills_cell():
     history = ["x = 1", "# Parameters\nsteps = 4\nstepz = 3\n", "params = check(...)"]
     assert injected_names(history) == ["steps", "stepz"]
     assert injected_names(["a = 1"]) == []
+
+
+def parameters_source(name: str) -> str:
+    return "".join(next(c for c in cells(name)["cells"] if "parameters" in c["metadata"].get("tags", []))["source"])
+
+
+def edited_run(name: str, old: str, new: str) -> dict:
+    """The kernel's namespace after a user edited the parameters cell in JupyterLab (``old`` -> ``new``)
+    and ran it, then the validation cell: the globals, and IPython's ``In`` history."""
+    source = parameters_source(name).replace(old, new)
+    assert source != parameters_source(name)
+    namespace = {}
+    exec(source, namespace)
+    namespace.pop("__builtins__")
+    validation = f'params = check_parameters("{name}", globals())'
+    namespace["In"] = ["", "import os", source, validation]
+    return namespace
+
+
+@pytest.mark.parametrize("name, old, new, message", [
+    ("01_view_geometry", "mask_ratio = 0.6", "mask_ratoi = 0.6", "unknown parameter 'mask_ratoi' (did you mean 'mask_ratio'?)"),
+    ("02_pretrain", "steps = None", "step = 5", "unknown parameter 'step' (did you mean 'steps'?)"),
+    ("05_finetune", "random_init = True", "randominit = True", "unknown parameter 'randominit' (did you mean 'random_init'?)"),
+])
+def test_a_typo_in_the_parameters_cell_itself_fails_with_the_closest_name(name, old, new, message):
+    """A user's edit in JupyterLab, where papermill injects nothing: the cell's own names are checked."""
+    from simlab.notebooks import check_parameters
+    with pytest.raises(ParameterError) as err:
+        check_parameters(name, edited_run(name, old, new))
+    assert str(err.value).startswith(message)
+
+
+def test_the_parameters_cell_history_is_read_as_run():
+    from simlab.notebooks import check_parameters, parameter_cell_names
+    spec = PARAMETERS["02_pretrain"]
+    source = parameters_source("02_pretrain")
+    validation = 'params = check_parameters("02_pretrain", globals())'
+    # papermill: the parameters cell, its injected cell, then the validation cell
+    assert parameter_cell_names("02_pretrain", ["", source, "# Parameters\nsteps = 4\n", validation]) == \
+        [*spec, "steps"]
+    with pytest.raises(ParameterError, match="unknown parameter 'stepz'"):
+        check_parameters("02_pretrain", {**defaults("02_pretrain"),
+                                         "In": ["", source, "# Parameters\nstepz = 4\n", validation]})
+    # a cell that is not a parameters cell is not read: a helper assignment, or code that does more
+    for before in ("x = 5", "steps = compute()\nprint(steps)", "import os"):
+        assert parameter_cell_names("02_pretrain", ["", before, validation]) == []
+    # the validation cell rerun alone reads nothing new; plain Python (no In) reads nothing
+    assert parameter_cell_names("02_pretrain", ["", source, validation, validation]) == []
+    assert check_parameters("02_pretrain", defaults("02_pretrain"))["seed"] == 0
+
+
+def test_a_parameter_error_renders_as_one_line_in_ipython():
+    err = ParameterError("parameter 'steps': must be >= 1")
+    lines = err._render_traceback_()
+    assert len(lines) == 1 and lines[0].endswith("ParameterError\x1b[0m: parameter 'steps': must be >= 1")
 
 
 def test_cli_rejects_a_bad_parameter_before_starting_a_kernel(tmp_path, capsys):
@@ -88,6 +143,37 @@ def test_plain_papermill_with_an_unknown_parameter_fails_in_the_validation_cell(
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and errors[0]["ename"] == "ParameterError"
+    assert "did you mean 'mask_ratio'?" in errors[0]["evalue"]
+    assert len(errors[0]["traceback"]) == 1  # the reason alone, no traceback through simlab's code
+
+
+def test_ctrl_c_interrupts_the_cell_keeps_the_notebook_and_the_run_and_prints_one_line(tmp_path):
+    """``simlab notebook`` under a terminal's Ctrl-C (SIGINT to its process group): the kernel's cell is
+    interrupted (the pretraining in it saves its last step), the notebook so far is written, and the
+    command prints one line and exits 130. Its kernel runs over IPC: no TCP-eavesdropping warning."""
+    import os
+    import signal
+    import time
+    out = tmp_path / "nb"
+    proc = subprocess.Popen([sys.executable, "-m", "simlab", "notebook", "02_pretrain", "--out", str(out), "--quiet",
+                             "-p", "preset", "tiny", "-p", "steps", "100000", "-p", "overrides", '["log_every=1", "checkpoint_every=100000"]'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = out / "train" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [f"simlab notebook: interrupted; the cells run so far are in "
+                                        f"{out / '02_pretrain.ipynb'}"]
+    executed = json.loads((out / "02_pretrain.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    step = int(text.split("interrupted: saved step ")[1].split(";")[0])
+    assert [p.name for p in (out / "train" / "checkpoints").glob("*.pt")] == [f"ckpt_{step:08d}.pt"]
+    assert not (out / "COMPLETE").exists()
 
 
 def test_a_failing_cell_keeps_its_error_and_exits_non_zero(tmp_path, capsys):
