@@ -54,6 +54,14 @@ def plot_view_pair(image: torch.Tensor, g1: ViewGeometry, g2: ViewGeometry, view
 
     image: (C, H, W) uint8 source; g1, g2: batched geometries; view1, view2:
     (C, S, S) normalised views of sample ``i``; mask: (grid*grid,) bool for view 1.
+
+    Each box is labelled with the share of the image it covers (after any clipping to the image's
+    edge, so what the label says is what is drawn). View 2's patch centres are coloured by their
+    (row, col) in view 2 with a 2-D colour map (blue top-left, red top-right, green bottom-left, yellow
+    bottom-right), so a flip, which swaps left and right, changes the colours along a row.
+
+    Called again with the axes of an earlier call, it updates that figure's artists in place instead
+    of drawing anew (no new ticks, no new layout): the explorer's redraw, several times cheaper.
     """
     plt = _pyplot()
     from matplotlib.patches import Rectangle
@@ -62,41 +70,70 @@ def plot_view_pair(image: torch.Tensor, g1: ViewGeometry, g2: ViewGeometry, view
     fig = axes[0].figure
     S = view1.shape[-1]
     patch = S / grid
+    H, W = image.shape[-2:]
+
+    boxes = [tuple(float(t[i]) for t in g[:4]) for g in (g1, g2)]  # (top, left, h, w) each
+    labels = [f"view {v}{' (flipped)' if bool(g.flipped[i]) else ''}: {h * w / (H * W):.0%} of the image"
+              for v, g, (_, _, h, w) in zip((1, 2), (g1, g2), boxes)]
+    # view 1's label in its top-left corner, view 2's in its bottom-right one: apart even when the
+    # two boxes share a corner (or are the same box)
+    anchors = [(left + 1, top + 1, "left", "top") for top, left, _, _ in boxes[:1]] + \
+              [(left + w - 1, top + h - 1, "right", "bottom") for top, left, h, w in boxes[1:]]
+    coords = relative_coords(g1.select(slice(i, i + 1)), g2.select(slice(i, i + 1)), grid)[0]  # (N, 2)
+    dots = np.stack([(coords[:, 1].numpy() + 0.5) * patch, (coords[:, 0].numpy() + 0.5) * patch], 1)  # (N, 2) x, y
+    shade = np.zeros((grid, grid, 4))
+    if mask is not None:
+        shade[mask.reshape(grid, grid).cpu().numpy()] = (0, 0, 0, 0.55)
+    n_masked = int(mask.sum()) if mask is not None else 0
+    view1_title = f"view 1 (online): {n_masked}/{grid * grid} patches masked;\ndots = view-2 patch centres"
+
+    drawn = getattr(fig, "_simlab_view_pair", None)
+    if drawn is not None and drawn["axes"] == list(axes) and drawn["shape"] == (grid, S, H, W) \
+            and drawn["source"] in axes[0].images:  # (not cleared since)
+        drawn["source"].set_data(to_display(image))
+        for rect, text, (top, left, h, w), label, (x, y, _, _) in zip(drawn["rects"], drawn["texts"], boxes,
+                                                                      labels, anchors):
+            rect.set_bounds(left, top, w, h)
+            text.set_position((x, y))
+            text.set_text(label)
+        drawn["view1"].set_data(to_display(view1, mean, std))
+        drawn["shade"].set_data(shade)
+        drawn["dots"].set_offsets(dots)
+        drawn["view2"].set_data(to_display(view2, mean, std))
+        axes[1].set_title(view1_title, fontsize=9)
+        fig.suptitle(title or geometry_text(g1, g2, i), fontsize=9)
+        return fig
 
     ax = axes[0]
-    ax.imshow(to_display(image), interpolation="nearest", extent=(0, image.shape[-1], image.shape[-2], 0))
-    for g, colour, name in zip((g1, g2), BOX_COLOURS, ("view 1", "view 2")):
-        top, left, h, w = (float(t[i]) for t in g[:4])
-        ax.add_patch(Rectangle((left, top), w, h, fill=False, lw=2, ec=colour))
-        flip = " (flipped)" if bool(g.flipped[i]) else ""
-        ax.text(left + 1, top + 1, name + flip, color="white", fontsize=8, va="top",
-                bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
+    source = ax.imshow(to_display(image), interpolation="nearest", extent=(0, W, H, 0))
+    rects, texts = [], []
+    for (top, left, h, w), colour, label, (x, y, ha, va) in zip(boxes, BOX_COLOURS, labels, anchors):
+        rects.append(ax.add_patch(Rectangle((left, top), w, h, fill=False, lw=2, ec=colour)))
+        texts.append(ax.text(x, y, label, color="white", fontsize=7, ha=ha, va=va,
+                             bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0)))
     ax.set_title("source and crop boxes", fontsize=9)
 
-    # view-2 patch centres, coloured by position in view 2 (row-major)
-    coords = relative_coords(g1.select(slice(i, i + 1)), g2.select(slice(i, i + 1)), grid)[0]  # (N, 2)
-    colours = plt.get_cmap("viridis")(np.linspace(0, 1, grid * grid))
+    # bilinear between four corner colours over view 2's (row, col)
+    corners = np.array([[[0.15, 0.35, 0.95], [0.90, 0.15, 0.20]],    # top-left blue, top-right red
+                        [[0.10, 0.70, 0.30], [0.95, 0.85, 0.10]]])   # bottom-left green, bottom-right yellow
+    t = np.linspace(0, 1, grid)
+    rr, cc = np.meshgrid(t, t, indexing="ij")
+    rr, cc = rr.reshape(-1, 1), cc.reshape(-1, 1)
+    colours = ((1 - rr) * (1 - cc) * corners[0, 0] + (1 - rr) * cc * corners[0, 1]
+               + rr * (1 - cc) * corners[1, 0] + rr * cc * corners[1, 1])  # (N, 3), row-major like coords
     ax = axes[1]
-    ax.imshow(to_display(view1, mean, std), interpolation="nearest", extent=(0, S, S, 0))
-    if mask is not None:
-        m = mask.reshape(grid, grid).cpu().numpy()
-        shade = np.zeros((grid, grid, 4))
-        shade[m] = (0, 0, 0, 0.55)
-        ax.imshow(shade, interpolation="nearest", extent=(0, S, S, 0))
-    y = (coords[:, 0].numpy() + 0.5) * patch
-    x = (coords[:, 1].numpy() + 0.5) * patch
-    ax.scatter(x, y, c=colours, s=14, edgecolors="white", linewidths=0.4)
+    view1_image = ax.imshow(to_display(view1, mean, std), interpolation="nearest", extent=(0, S, S, 0))
+    shade_image = ax.imshow(shade, interpolation="nearest", extent=(0, S, S, 0))
+    scatter = ax.scatter(dots[:, 0], dots[:, 1], c=colours, s=20, edgecolors="white", linewidths=0.4)
     ax.set_xlim(0, S), ax.set_ylim(S, 0)
-    n_masked = int(mask.sum()) if mask is not None else 0
-    ax.set_title(f"view 1 (online): {n_masked}/{grid * grid} patches masked;\n"
-                 f"dots = view-2 patch centres", fontsize=9)
+    ax.set_title(view1_title, fontsize=9)
 
     ax = axes[2]
-    ax.imshow(to_display(view2, mean, std), interpolation="nearest", extent=(0, S, S, 0))
+    view2_image = ax.imshow(to_display(view2, mean, std), interpolation="nearest", extent=(0, S, S, 0))
     centres = (np.arange(grid) + 0.5) * patch
     yy, xx = np.meshgrid(centres, centres, indexing="ij")
-    ax.scatter(xx.ravel(), yy.ravel(), c=colours, s=14, edgecolors="white", linewidths=0.4)
-    ax.set_title("view 2 (target): its patch centres", fontsize=9)
+    ax.scatter(xx.ravel(), yy.ravel(), c=colours, s=20, edgecolors="white", linewidths=0.4)
+    ax.set_title("view 2 (target): its patch centres,\ncoloured by (row, col)", fontsize=9)
     for a in axes[1:]:
         a.set_xticks(np.arange(0, S + 1e-6, patch)), a.set_yticks(np.arange(0, S + 1e-6, patch))
         a.set_xticklabels([]), a.set_yticklabels([])
@@ -104,6 +141,9 @@ def plot_view_pair(image: torch.Tensor, g1: ViewGeometry, g2: ViewGeometry, view
     axes[0].set_xticks([]), axes[0].set_yticks([])
     fig.suptitle(title or geometry_text(g1, g2, i), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig._simlab_view_pair = {"axes": list(axes), "shape": (grid, S, H, W), "source": source, "rects": rects,
+                             "texts": texts, "view1": view1_image, "shade": shade_image, "dots": scatter,
+                             "view2": view2_image}
     return fig
 
 

@@ -5,7 +5,9 @@ aspect ratio, position) and flip, and on the mask ratio, and redraws the
 view-pair figure of :func:`simlab.viz.plot_view_pair`: the source with both
 boxes, the masked view 1 with every view-2 patch centre where
 :func:`simlab.views.relative_coords` puts it, and view 2. The relative tuple
-(offsets, scale ratios, flip) and the overlap are printed beside it.
+(offsets, scale ratios, flip) and the overlap are printed once, above it, with
+notes where a slider cannot do what it says (a box clipped by the image's edge,
+a position with no room to move).
 
 The figure is rendered with Agg into an ``ipywidgets.Image`` (no ipympl
 needed), so it redraws the same in JupyterLab, in a headless test and in a
@@ -16,8 +18,10 @@ browser. Everything a test needs is reachable from Python: change
 
 from __future__ import annotations
 
+import html
 import io
 import math
+import time
 from typing import Optional
 
 import torch
@@ -49,18 +53,47 @@ def controls_from_box(top: float, left: float, h: float, w: float, height: float
 
 def geometry_summary(g1: ViewGeometry, g2: ViewGeometry, grid: int) -> dict:
     """The numbers the explorer prints for sample 0: the official code's relative tuple, the overlap,
-    and where view 2's corner patches land in view 1's grid (from :func:`relative_coords`)."""
+    and where view 2's corner patches land in view 1's grid (from :func:`relative_coords`), rounded to
+    the 4 and 3 decimals worth reading (the float32 geometry carries no more)."""
     coords = relative_coords(g1.select(slice(0, 1)), g2.select(slice(0, 1)), grid)[0]  # (N, 2)
     corners = {"top-left": 0, "top-right": grid - 1, "bottom-left": grid * (grid - 1), "bottom-right": grid * grid - 1}
-    return {**relative_tuple(g1, g2, 0),
-            "corners": {name: tuple(round(float(v), 3) for v in coords[i]) for name, i in corners.items()}}
+    rel = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in relative_tuple(g1, g2, 0).items()}
+    return {**rel, "corners": {name: tuple(round(float(v), 3) for v in coords[i]) for name, i in corners.items()}}
 
 
-def summary_html(s: dict) -> str:
+def slider_notes(controls: dict, height: float, width: float) -> list[str]:
+    """What the crop sliders of one view cannot do at their current values, in words.
+
+    ``controls`` holds ``scale``, ``ratio``, ``y``, ``x`` (as :func:`box_from_controls` takes them). A box
+    at a large scale and a far-from-square ratio is clipped by the image's edge, so it covers less than
+    the scale asks; a box as wide (tall) as the image has no room to move, so x (y) changes nothing."""
+    _, _, h, w = box_from_controls(controls["scale"], controls["ratio"], controls["y"], controls["x"], height,
+                                   width)
+    notes = []
+    area = h * w / (height * width)
+    if area < controls["scale"] - 5e-3:
+        notes.append(f"covers {area:.0%} of the image, not the {controls['scale']:.0%} its scale asks: at ratio "
+                     f"{controls['ratio']:.2f} the box is clipped by the image's edge")
+    for axis, side, room in (("x", "width", width - w), ("y", "height", height - h)):
+        if room < 1e-6:
+            notes.append(f"{axis} changes nothing: the box spans the image's {side}, so it has no room to move")
+    return notes
+
+
+def summary_html(s: dict, notes: Optional[dict] = None) -> str:
+    """The explorer's text: the relative tuple (printed here only, not in the figure's title), the
+    corner patches, and any ``notes`` ({view: [sentences]}) on what a slider cannot do."""
     corners = "  ".join(f"{k} → ({r:.2f}, {c:.2f})" for k, (r, c) in s["corners"].items())
-    return (f"<pre>Δi={s['di']:+.3f}  Δj={s['dj']:+.3f}  sh={s['sh']:.3f}  sw={s['sw']:.3f}  "
-            f"flip={'yes' if s['flip'] else 'no'}  overlap={s['overlap']:.1%}\n"
-            f"view-2 corner patches in view-1's grid (row, col): {corners}</pre>")
+    lines = [f"Δi={s['di']:+.3f}  Δj={s['dj']:+.3f}  sh={s['sh']:.3f}  sw={s['sw']:.3f}  "
+             f"flip={'yes' if s['flip'] else 'no'}  overlap={s['overlap']:.1%}",
+             f"view-2 corner patches in view-1's grid (row, col): {corners}"]
+    lines += [f"note, view {v}: {note}" for v, view_notes in (notes or {}).items() for note in view_notes]
+    return "<pre>" + html.escape("\n".join(lines), quote=False) + "</pre>"
+
+
+# Shown as the figure's title in the explorer: the colour key (the tuple is in the text above it).
+COLOUR_KEY = ("dots: view 2's patch centres, coloured by their (row, col) in view 2: blue top-left, "
+              "red top-right, green bottom-left, yellow bottom-right")
 
 
 class ViewGeometryExplorer:
@@ -69,7 +102,13 @@ class ViewGeometryExplorer:
     dataset/index: the source image (``shapes`` renders at ``source_size``, a crop of it is resampled
     to ``view_size``); ``aug``: the augmentation whose random geometry "resample" draws and whose
     batch statistics the histograms show.
+
+    The sliders redraw while dragged when a redraw, timed here at start-up, takes at most
+    ``LIVE_REDRAW_S``; on a machine where it takes longer they redraw on release (a queue of stale
+    redraws would make a drag lag), and the explorer says which.
     """
+
+    LIVE_REDRAW_S = 0.3
 
     def __init__(self, dataset: str = "shapes", index: int = 0, source_size: int = 64, view_size: int = 32,
                  patch_size: int = 4, aug: Optional[AugConfig] = None, data_root=None, seed: int = 0,
@@ -88,7 +127,7 @@ class ViewGeometryExplorer:
         def slider(desc, lo, hi, value, step=0.01, log=False):
             cls = W.FloatLogSlider if log else W.FloatSlider
             kw = dict(base=2, min=math.log2(lo), max=math.log2(hi)) if log else dict(min=lo, max=hi)
-            return cls(value=value, step=step, description=desc, continuous_update=False,
+            return cls(value=value, step=step, description=desc, continuous_update=False,  # set below
                        style={"description_width": "70px"}, layout=W.Layout(width="300px"), **kw)
 
         self.sliders = {}
@@ -103,6 +142,7 @@ class ViewGeometryExplorer:
                                  icon="random")
         self.new_mask = W.Button(description="new mask", icon="th")
         self.text = W.HTML()
+        self.update_note = W.HTML()
         self.image_widget = W.Image(format="png")
         self.stats_widget = W.Image(format="png")
         for w in self.sliders.values():
@@ -114,10 +154,19 @@ class ViewGeometryExplorer:
         self.figure, self.axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
         plt.close(self.figure)  # drawn into the Image widget, never shown by the inline backend
         self._stats(stats_batch)
+        self.redraw()  # the first draw lays the figure out; later ones update it in place
+        start = time.perf_counter()
         self.redraw()
+        self.redraw_s = time.perf_counter() - start
+        self.live = self.redraw_s <= self.LIVE_REDRAW_S
+        for w in self.sliders.values():
+            if hasattr(w, "continuous_update"):
+                w.continuous_update = self.live
+        self.update_note.value = (f"<i>sliders redraw {'while dragged' if self.live else 'on release'} "
+                                  f"(a redraw takes {self.redraw_s:.2f} s here)</i>")
         col = lambda v: W.VBox([self.sliders[f"{k}{v}"] for k in ("scale", "ratio", "y", "x", "flip")])  # noqa: E731
         controls = W.HBox([col(1), col(2), W.VBox([self.sliders["mask_ratio"], self.resample, self.new_mask])])
-        self.widget = W.VBox([controls, self.text, self.image_widget,
+        self.widget = W.VBox([controls, self.update_note, self.text, self.image_widget,
                               W.HTML("<b>over a batch of the augmentation's own draws:</b>"), self.stats_widget])
 
     # ------------------------------------------------------------------ state
@@ -141,7 +190,18 @@ class ViewGeometryExplorer:
         return block_mask(1, self.grid, n, generator=torch.Generator().manual_seed(self.mask_seed))[0]
 
     def summary(self) -> dict:
+        """The relative tuple, overlap and corner patches of the current boxes, rounded for reading."""
         return geometry_summary(*self.geometry(), self.grid)
+
+    def notes(self) -> dict[int, list[str]]:
+        """{view: sentences} on what that view's sliders cannot do right now (see :func:`slider_notes`)."""
+        out = {}
+        for v in (1, 2):
+            controls = {k: self.sliders[f"{k}{v}"].value for k in ("scale", "ratio", "y", "x")}
+            found = slider_notes(controls, self.H, self.W)
+            if found:
+                out[v] = found
+        return out
 
     # ------------------------------------------------------------------ actions
     def redraw(self) -> None:
@@ -149,13 +209,14 @@ class ViewGeometryExplorer:
             return
         g1, g2 = self.geometry()
         views = self.transform(self.image[None], [self.draw], geoms=(g1, g2))
-        for ax in self.axes:
-            ax.clear()
+        # the same axes each time: plot_view_pair updates its artists in place; the tuple goes in the
+        # text above the figure, so the figure's title carries the dots' colour key instead
         viz.plot_view_pair(self.image, g1, g2, views.view1[0], views.view2[0], self.grid, self.mask(),
-                           self.transform.mean.tolist(), self.transform.std.tolist(), axes=self.axes)
+                           self.transform.mean.tolist(), self.transform.std.tolist(), axes=self.axes,
+                           title=COLOUR_KEY)
         self.figure_png = _png(self.figure)
         self.image_widget.value = self.figure_png
-        self.text.value = summary_html(self.summary())
+        self.text.value = summary_html(self.summary(), self.notes())
         self.redraws += 1
 
     def set_geometry(self, g1: ViewGeometry, g2: ViewGeometry) -> None:

@@ -1,7 +1,8 @@
 """01_view_geometry in a real browser: JupyterLab on localhost with a token, Debian's chromium driven
 by Playwright (the system browser, never a downloaded one). Runs all cells, checks that the slider
-widgets render and that moving one redraws the figure, and saves a screenshot under
-runs/test-artifacts/."""
+widgets render and that moving one (typed into its readout, and dragged with the mouse) redraws the
+figure, that a typo typed into the parameters cell stops the notebook with a one-line "did you mean"
+error, and saves screenshots under runs/test-artifacts/."""
 
 import os
 import shutil
@@ -47,6 +48,7 @@ def browser_path():
 def lab(tmp_path, browser_path):
     """A JupyterLab server on a copy of the notebook; yields (url, token)."""
     shutil.copy(ROOT / "notebooks" / "01_view_geometry.ipynb", tmp_path / "01_view_geometry.ipynb")
+    shutil.copy(ROOT / "notebooks" / "01_view_geometry.ipynb", tmp_path / "typo.ipynb")  # edited by a test
     port, token = free_port(), "simlab-test-token"
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(tmp_path / ".rt"),
            "OMP_NUM_THREADS": "1"}
@@ -77,6 +79,55 @@ def lab(tmp_path, browser_path):
         log.close()
 
 
+def open_notebook(page, url: str, token: str, name: str) -> None:
+    """Open a notebook in JupyterLab and wait until its kernel is idle (cells sent before are lost)."""
+    page.goto(f"{url}/lab/tree/{name}?token={token}", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                           " const s = w && w.sessionContext && w.sessionContext.session;"
+                           " return s && s.kernel && s.kernel.status === 'idle'; }", timeout=120_000)
+
+
+def tuple_text(page) -> str:
+    """The explorer's text: the relative tuple, the corner patches and any notes."""
+    return page.locator(".widget-html", has_text="Δi=").first.inner_text()
+
+
+def launch(p, browser_path):
+    return p.chromium.launch(executable_path=browser_path, headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+
+
+def test_a_typo_typed_into_the_parameters_cell_fails_with_did_you_mean(lab, browser_path):
+    """In JupyterLab papermill injects nothing: the validation cell reads the parameters cell as run."""
+    from playwright import sync_api
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = launch(p, browser_path)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            open_notebook(page, url, token, "typo.ipynb")
+            # select the whole "mask_ratio = ..." line of the parameters cell and type it with a typo
+            line = page.locator(".jp-Cell .cm-line", has_text="mask_ratio = 0.6").first
+            line.click()
+            page.keyboard.press("Home")
+            page.keyboard.press("Shift+End")
+            page.keyboard.type("mask_ratoi = 0.6  # share of view-1 patches masked")
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            error = page.locator(".jp-OutputArea-output", has_text="unknown parameter")
+            error.wait_for(timeout=120_000)
+            text = error.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "view_geometry_typo.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "view_geometry_typo_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert "unknown parameter 'mask_ratoi' (did you mean 'mask_ratio'?)" in text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1  # the reason, not simlab's stack
+
+
 def test_view_geometry_notebook_in_chromium(lab, browser_path):
     from playwright import sync_api
     url, token = lab
@@ -103,7 +154,7 @@ def test_view_geometry_notebook_in_chromium(lab, browser_path):
             page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
                                    " return i && i.src && i.naturalWidth > 0; }", timeout=60_000)
             before = image.get_attribute("src")
-            text_before = page.locator(".widget-html").first.inner_text()
+            text_before = tuple_text(page)
             page.screenshot(path=str(ARTIFACTS / "view_geometry_before.png"), full_page=True)
             # move "v2 x" by typing into its readout, as a user can
             readout = page.locator(".widget-slider", has_text="v2 x").locator(".widget-readout")
@@ -113,8 +164,21 @@ def test_view_geometry_notebook_in_chromium(lab, browser_path):
             page.keyboard.press("Enter")
             page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
                                    timeout=60_000)
-            assert page.locator(".widget-html").first.inner_text() != text_before
+            assert tuple_text(page) != text_before
             page.screenshot(path=str(ARTIFACTS / "view_geometry_browser.png"), full_page=True)
+            # drag "v1 y" with the mouse, as a user does: the figure and the printed tuple follow
+            before, text_before = image.get_attribute("src"), tuple_text(page)
+            handle = page.locator(".widget-slider", has_text="v1 y").locator(".noUi-handle")
+            box = handle.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
+            page.mouse.up()
+            page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
+                                   timeout=60_000)
+            assert tuple_text(page) != text_before
+            assert "sliders redraw" in page.locator(".widget-html", has_text="sliders redraw").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "view_geometry_dragged.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "view_geometry_failure.png"), full_page=True)
             raise

@@ -111,3 +111,81 @@ def test_box_controls_round_trip():
         assert b[2] <= 64 and b[3] <= 48 and b[0] >= 0 and b[1] >= 0
         if b[2] < 64 and b[3] < 48:
             assert controls_from_box(*b, 64, 48) == pytest.approx((scale, ratio, y, x))
+
+
+# --------------------------------------------------------------------------- what the explorer says
+def test_the_tuple_is_printed_once_and_the_figure_title_is_the_colour_key(explorer):
+    from simlab.widgets import COLOUR_KEY
+    assert explorer.text.value.count("Δi=") == 1
+    assert explorer.figure._suptitle.get_text() == COLOUR_KEY and "Δi" not in COLOUR_KEY
+
+
+def test_a_clipped_box_is_labelled_with_the_area_it_covers_and_a_stuck_slider_says_why(explorer):
+    s = explorer.sliders
+    s["scale2"].value, s["ratio2"].value = 1.0, 1.87
+    _, _, h, w = box(explorer, 2)
+    area = h * w / (explorer.H * explorer.W)
+    assert area < 0.8  # 1.00 asked, about three quarters drawn
+    labels = [t.get_text() for t in explorer.axes[0].texts]
+    assert any(label.startswith("view 2") and f"{area:.0%} of the image" in label for label in labels), labels
+    assert "clipped by the image's edge" in explorer.text.value
+    assert "x changes nothing: the box spans the image's width" in explorer.text.value
+    png = explorer.figure_png
+    s["x2"].value = 0.9 if s["x2"].value < 0.5 else 0.1  # no room: the same picture, and the note says why
+    assert explorer.figure_png == png
+    s["scale2"].value, s["ratio2"].value = 0.45, 1.0
+    assert "note" not in explorer.text.value
+
+
+def test_box_labels_stay_apart_when_the_boxes_share_a_corner(explorer):
+    s = explorer.sliders
+    for k in ("scale", "ratio", "y", "x"):  # view 2 exactly on view 1: every corner shared
+        s[f"{k}2"].value = s[f"{k}1"].value
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(explorer.figure).get_renderer()  # the figure is closed: no canvas of its own
+    first, second = (t.get_window_extent(renderer) for t in explorer.axes[0].texts)
+    assert not first.overlaps(second)
+
+
+def test_dot_colours_follow_row_and_column_so_a_flip_shows(explorer):
+    import numpy as np
+    g = explorer.grid
+    colours = explorer.axes[2].collections[0].get_facecolors()[:, :3].reshape(g, g, 3)
+    mirrored = colours[:, ::-1]
+    # every dot differs from its mirror image across the vertical axis (except the middle column of an
+    # odd grid), and every row from the next
+    assert np.abs(colours - mirrored)[:, : g // 2].sum(-1).min() > 0.05
+    assert np.abs(np.diff(colours, axis=0)).sum(-1).min() > 0.01
+
+
+def test_redraws_update_the_figure_in_place(explorer):
+    counts = [(len(a.images), len(a.patches), len(a.texts), len(a.collections)) for a in explorer.axes]
+    for v in (0.1, 0.5, 0.9):
+        explorer.sliders["y1"].value = v
+    assert [(len(a.images), len(a.patches), len(a.texts), len(a.collections)) for a in explorer.axes] == counts
+
+
+def test_summary_is_rounded_for_reading_and_sliders_say_how_they_update(explorer):
+    summary = explorer.summary()
+    floats = [v for v in summary.values() if isinstance(v, float)]
+    floats += [c for corner in summary["corners"].values() for c in corner]
+    assert floats and all(round(v, 4) == v for v in floats)
+    assert len(str(summary)) < 260  # no 16-digit floats
+    live = explorer.live
+    assert live == (explorer.redraw_s <= explorer.LIVE_REDRAW_S)
+    assert all(w.continuous_update == live for k, w in explorer.sliders.items() if not k.startswith("flip"))
+    assert ("while dragged" if live else "on release") in explorer.update_note.value
+
+
+def test_plot_view_pair_alone_titles_the_figure_with_the_tuple():
+    from simlab import viz
+    from simlab.views import ViewGeometry
+    t = lambda *a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    g1 = ViewGeometry(t(0.0), t(0.0), t(64.0), t(64.0), torch.tensor([False]))
+    g2 = ViewGeometry(t(8.0), t(16.0), t(32.0), t(32.0), torch.tensor([True]))
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    fig = viz.plot_view_pair(image, g1, g2, torch.zeros(3, 32, 32), torch.zeros(3, 32, 32), 8)
+    assert fig._suptitle.get_text() == viz.geometry_text(g1, g2)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["view 1: 100% of the image",
+                                                         "view 2 (flipped): 25% of the image"]
+    viz._pyplot().close(fig)
