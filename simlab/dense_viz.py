@@ -140,7 +140,7 @@ def plot_dense_evidence(ev: dict):
     names = list(ev["predictions"])
     colour = lambda name: (MODEL_COLOUR if name == "decoder" else  # noqa: E731
                            ORACLE_COLOUR if "oracle" in name else FLOOR_COLOUR)
-    hatch = lambda name: "//" if "loss-optimal" in name else ""  # noqa: E731
+    hatch = lambda name: "//" if "loss-optimal" in name else ".." if "+" in name else ""  # noqa: E731
     width = 0.8 / len(names)
     for ax, key, label in ((axes[0], "cosine", "cosine(prediction, target) ↑"),
                            (axes[1], "loss", "SiM loss (pos + λ·neg) ↓")):
@@ -170,7 +170,7 @@ def plot_dense_evidence(ev: dict):
     axes[3].set_xticks(range(len(who)), [w.replace(" encoder", "\nencoder") for w in who], fontsize=8)
     axes[3].set_ylim(0, 1)
     axes[3].set_title("token variance explained by", fontsize=9)
-    axes[3].legend(fontsize=7, loc="upper right", framealpha=0.8)
+    axes[3].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle(f"{ev['pairs']} held-out view pairs; grey: rules that need no learning, "
                  "lilac: oracles that read the targets", fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))

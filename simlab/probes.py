@@ -312,10 +312,10 @@ def random_init_like(encoder, seed: int):
 
 
 def labelled_split(name: str, split: str, n: int, data_root=None, image_size: int = 32, seed: int = 0,
-                   download: bool = False, field: str = "dataset") -> dict:
+                   download: bool = False, field: str = "dataset", require_labels: bool = True) -> dict:
     """The first ``n`` images (uint8; resized to ``image_size`` where they differ in size), labels
     and, where the dataset has them, masks of a labelled dataset's split; an unlabeled one is a
-    configuration error of ``field``."""
+    configuration error of ``field`` (unless ``require_labels`` is false: images only are needed)."""
     from .config import ConfigError
     from .data import build_dataset
     ds = build_dataset(name, split, data_root, image_size=image_size, size=n if name == "shapes" else None,
@@ -330,7 +330,7 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
                .round().clamp(0, 255).to(torch.uint8)}
         if items and "mask" in items[0]:  # masks follow their images (nearest: labels stay labels)
             out["masks"] = torch.cat([_mask_at(it["mask"][None], image_size) for it in items]).to(torch.uint8)
-    if (out["labels"] < 0).any():
+    if require_labels and (out["labels"] < 0).any():
         raise ConfigError(f"{field}: {name!r} has unlabeled images; name a labelled dataset")
     return out
 

@@ -292,7 +292,27 @@ def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
     return run(quick=quick, dry_run=dry_run)
 
 
-BENCHMARKS = {"views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+def bench_evidence(quick: bool = False, checkpoint=None) -> dict:
+    """Every dense number of a SiM checkpoint (default: the shipped one) beside its floors:
+    ``simlab probe`` at 10k / 2k images, its figure in bench/evidence.png (README "Every number
+    beside its floor" is generated from the saved JSON)."""
+    from ..checkpoint import SHIPPED_CHECKPOINT
+    from ..probes import probe_checkpoint
+    sizes = (200, 100) if quick else (10_000, 2_000)
+    res = probe_checkpoint(checkpoint or SHIPPED_CHECKPOINT, *sizes, dense_pairs=64 if quick else 512,
+                           log=lambda stage: print(stage, file=sys.stderr, flush=True))
+    if not quick:
+        from .. import viz
+        from ..dense_viz import plot_dense_evidence
+        fig = plot_dense_evidence(res["dense_evidence"])
+        fig.savefig("bench/evidence.png", dpi=100, bbox_inches="tight")
+        viz._pyplot().close(fig)
+    res["checkpoint"] = os.path.relpath(res["checkpoint"])  # the file records no machine's paths
+    res["hardware"] = hardware()
+    return res
+
+
+BENCHMARKS = {"evidence": bench_evidence, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
@@ -324,6 +344,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", action="append", help="train: preset(s) to measure (default: all)")
     parser.add_argument("--batch-size", type=int, help="train: batch size (default: per preset)")
     parser.add_argument("--device", help="train, scaling: cpu or cuda (default: cuda when available)")
+    parser.add_argument("--checkpoint", help="evidence: checkpoint or run folder (default: the shipped one)")
     parser.add_argument("--out", default="runs/claim", help="claim: folder of its runs (rerun to resume)")
     parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, help="claim: steps of every run (default: 500, equal for all)")
@@ -339,6 +360,8 @@ def main(argv=None) -> int:
         kwargs = {"device": args.device}
     if args.name == "gpu":
         kwargs = {"dry_run": args.dry_run}
+    if args.name == "evidence":
+        kwargs = {"checkpoint": args.checkpoint}
     if args.name == "claim":
         kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "objectives": args.objective,
                   "overrides": args.set, "datasets": args.datasets}
