@@ -187,15 +187,17 @@ def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_va
     rows = max(1, (len(keys) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     steps = [r["step"] for r in records]
+    marker = "o" if len(records) <= 3 else None  # a short run's few points must show, not empty axes
     for ax, key in zip(axes.ravel(), keys):
         if key.endswith("_var"):
             for part in VAR_PARTS:
-                ax.plot(steps, [r.get(f"{key}_{part}", float("nan")) for r in records], lw=1.5, label=part)
+                ax.plot(steps, [r.get(f"{key}_{part}", float("nan")) for r in records], lw=1.5, label=part,
+                        marker=marker)
             ax.set_ylim(0, 1)
             ax.legend(fontsize=7)
             ax.set_title(f"{key.replace('_var', '')} tokens: variance share by", fontsize=9)
         else:
-            ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.5)
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.5, marker=marker)
             ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)

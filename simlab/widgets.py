@@ -262,19 +262,34 @@ def _png(fig) -> bytes:
 
 class LiveCurves:
     """Loss and monitor curves of a running pretraining, redrawn in one notebook output as records
-    arrive (pass the instance as ``pretrain(..., on_metrics=curves)``); at most one redraw per
-    ``every_s`` seconds, and a last one from :meth:`close`."""
+    arrive (pass the instance as ``pretrain(..., on_metrics=curves, log=curves.log)``); at most one
+    redraw per ``every_s`` seconds, and a last one from :meth:`close`. A status line above the figure
+    says what the run is doing (preparing data, the step reached, images/s) until the first record
+    and between redraws, so a long wait is never silent."""
 
     def __init__(self, every_s: float = 5.0, keys=("loss", "pos", "neg", "knn", "target_var", "encoder_var",
-                                                   "encoder_rankme", "images_per_s")):
+                                                   "encoder_rankme", "images_per_s"), total: Optional[int] = None):
+        import time
+
         from IPython.display import display
         self.records: list[dict] = []
-        self.every_s, self.keys, self._last = every_s, keys, 0.0
-        self.handle = display({"text/plain": "waiting for the first metrics record..."}, display_id=True)
+        self.every_s, self.keys, self.total, self._last = every_s, keys, total, 0.0
+        self._start = time.monotonic()
+        self.status = display({"text/plain": "preparing the data and the model; the first curves come after "
+                                             "the first log interval"}, raw=True, display_id=True)
+        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def log(self, message: str) -> None:
+        """A message of the run (``pretrain(..., log=curves.log)``), shown on the status line."""
+        self.status.update({"text/plain": message}, raw=True)
 
     def __call__(self, record: dict) -> None:
         import time
         self.records.append(record)
+        elapsed = time.monotonic() - self._start
+        of = f"/{self.total}" if self.total else ""
+        self.status.update({"text/plain": f"step {record['step']}{of}, loss {record['loss']:.4f}, "
+                                          f"{record.get('images_per_s', 0):.0f} images/s, {elapsed:.0f} s"}, raw=True)
         if time.monotonic() - self._last >= self.every_s:
             self.draw()
 

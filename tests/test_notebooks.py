@@ -192,13 +192,20 @@ def test_tour_runs_under_papermill_with_tiny_parameters(tmp_path):
     assert main(["notebook", "00_tour", "--out", str(run), "--quiet", "-p", "preset", "tiny", "-p", "steps", "6",
                  "-p", "baseline_steps", "4", "-p", "probe_train", "200", "-p", "probe_test", "100"]) == 0
     assert (run / "COMPLETE").exists()
-    for fig in ("tour_samples", "tour_view_pair", "tour_masks", "tour_dense", "tour_probes"):
+    for fig in ("tour_samples", "tour_view_pair", "tour_masks", "tour_dense", "tour_evidence", "tour_probes"):
         assert (run / f"{fig}.png").stat().st_size > 5_000, fig
     for objective in ("sim", "mae", "id"):
         assert (run / "train" / objective / "COMPLETE").exists()
     executed = json.loads((run / "00_tour.ipynb").read_text())
-    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
-    assert "| random init |" in text and "| sim |" in text  # the probe table was printed
+    outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+    text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                   for o in outputs)
+    assert "| random init |" in text and "| sim |" in text  # the probe table was shown
+    assert "| position only |" in text and "| chance |" in text  # beside its floors
+    assert "position mean (content-blind)" in text and "absolute queries" in text  # evidence and exercise
+    assert "mae step" in text and "probing id" in text  # the long waits say what runs
+    # the status line of the live curves is text, never a raw dict
+    assert not any("{'text/plain'" in "".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
 
 
 def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
