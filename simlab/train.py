@@ -252,7 +252,7 @@ class _StopOnSigterm:
         self.requested = False
         self.signum: int = signal.SIGTERM
         self._previous: dict[int, object] = {}
-        self._decided: Optional[tuple[int, bool]] = None  # (step, stop after it), fixed by checkpoint_due
+        self._saved: Optional[tuple[int, bool]] = None  # (step, whether checkpoint_due had it saved)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -269,19 +269,20 @@ class _StopOnSigterm:
         self.requested, self.signum = True, signum
 
     def checkpoint_due(self, done: int, total: int, every: int) -> bool:
-        """Save after this step: every ``every`` steps, at the end, and when a stop was asked for.
-
-        The answer fixes whether this step also stops: a signal that lands after this call (during
-        the save, say) is honoured after the next step, which is then saved too."""
-        stop = self.requested
-        self._decided = (done, stop)
-        return done % every == 0 or done == total or stop
+        """Save after this step: every ``every`` steps, at the end, and when a stop was asked for."""
+        due = done % every == 0 or done == total or self.requested
+        self._saved = (done, due)
+        return due
 
     def stop_if_requested(self, done: int, log: Callable[[str], None]) -> None:
-        """After the save: stop with exit code 143 (SIGTERM) or 130 (SIGINT) if one arrived in time
-        for this step's save (on ranks that do not save, whenever it arrived)."""
-        decided_here = self._decided is not None and self._decided[0] == done
-        if not (self._decided[1] if decided_here else self.requested):
+        """After the save: stop with exit code 143 (SIGTERM) or 130 (SIGINT) if one arrived.
+
+        On the rank that saves, only once this step was saved: a signal that lands between the save
+        decision and here, when none was due, stops after the next step (which is then saved), so
+        "saved step N" is always true. Ranks that do not save stop as soon as it arrived."""
+        if not self.requested:
+            return
+        if self._saved is not None and self._saved[0] == done and not self._saved[1]:
             return
         if self.signum == signal.SIGINT:
             log(f"interrupted: saved step {done}; run the same command to resume")

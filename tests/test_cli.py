@@ -204,3 +204,22 @@ def test_an_ignored_sigint_stays_ignored():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_is_honoured_only_once_its_step_is_saved():
+    """A signal landing between the save decision and the stop check (none was due) stops after the next
+    step, which is saved, so 'saved step N' is always true; a rank that saves nothing stops at once."""
+    from simlab.train import Terminated, _StopOnSigterm
+    said = []
+    stop = _StopOnSigterm()
+    assert not stop.checkpoint_due(5, 100, 10)
+    stop.requested = True  # arrives now
+    stop.stop_if_requested(5, said.append)  # step 5 was not saved: go on
+    assert stop.checkpoint_due(6, 100, 10)
+    with pytest.raises(Terminated) as stopped:
+        stop.stop_if_requested(6, said.append)
+    assert stopped.value.code == 143 and said == ["SIGTERM: saved step 6 and stopped; run the same command to resume"]
+    other_rank = _StopOnSigterm()
+    other_rank.requested = True
+    with pytest.raises(Terminated):
+        other_rank.stop_if_requested(5, said.append)
