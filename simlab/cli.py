@@ -15,7 +15,7 @@ from .notebooks import ParameterError
 
 
 # commands whose --out is a run folder (the others write one file there)
-_RUN_FOLDER_COMMANDS = ("demo", "pretrain", "finetune", "notebook")
+_RUN_FOLDER_COMMANDS = ("demo", "pretrain", "finetune", "notebook", "sweep")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -25,9 +25,58 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The preset, then the named options, then ``--set`` overrides, validated."""
+    """The preset (or a run's saved ``config.json``), then the named options, then ``--set``
+    overrides, validated."""
     from .presets import run_config
+    if getattr(args, "config", None):
+        from .presets import saved_config
+        return run_config(saved_config(args.config), args.set or [], args.dataset, args.data_root, args.epochs,
+                          args.steps, args.seed)
+    if not args.preset:
+        raise ConfigError("preset: give --preset NAME, or --config RUN/config.json to relaunch a saved run")
     return run_config(args.preset, args.set or [], args.dataset, args.data_root, args.epochs, args.steps, args.seed)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from . import registry
+    records = registry.list_runs(args.paths or ["runs"])
+    if args.json:
+        import json
+        print(json.dumps(records, indent=2))
+    elif args.csv:
+        print(registry.csv_text(records), end="")
+    else:
+        print(registry.text_table(records) if records else f"no run folders under {' '.join(args.paths or ['runs'])}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import registry, viz
+    records = [registry.run_record(r) for r in registry.find_runs(args.runs)]
+    if not records:
+        raise ConfigError(f"runs: no run folder (with config.json) in {' '.join(args.runs)}")
+    fig = viz.plot_compare({r["run"]: registry.curves(r["run"]) for r in records},
+                           keys=args.keys.split(",") if args.keys else registry.METRIC_KEYS + ("pos", "neg"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=100, bbox_inches="tight")
+    print(registry.final_probes(records))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepSpec, parse_grid, run_sweep
+    if args.spec:
+        spec = SweepSpec.from_file(args.spec)
+    elif args.preset:
+        spec = SweepSpec(preset=args.preset, grid=parse_grid(args.grid or []), seeds=args.seeds or [0],
+                         steps=args.steps, overrides=args.set or [], probe=args.probe,
+                         probe_train=args.probe_train, probe_test=args.probe_test, via=args.via)
+    else:
+        raise ConfigError("sweep: give --preset with --grid/--seeds, or --spec FILE")
+    report = run_sweep(spec, args.out, workers=args.workers)
+    print(f"{report['done']}/{report['points']} points complete; table in {Path(args.out) / 'sweep.csv'}")
+    return 0 if report["done"] == report["points"] else 1
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -161,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .presets import PRESETS
     p = sub.add_parser("pretrain", help="pretrain SiM; re-running the same command resumes")
-    p.add_argument("--preset", required=True, choices=list(PRESETS), help="starting configuration")
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--preset", choices=list(PRESETS), help="starting configuration")
+    start.add_argument("--config", metavar="RUN/config.json",
+                       help="relaunch a run from its saved config.json (then --set and the options below change it)")
     p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints)")
     p.add_argument("--dataset", help="override the preset's dataset")
     p.add_argument("--data-root", help="folder of the dataset")
@@ -235,6 +287,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "floor (default 512; 0 skips it)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("runs", help="list run folders: preset, changed fields, status, steps, last metrics, probes")
+    p.add_argument("paths", nargs="*", help="run folders or folders of them (default: runs)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON list of records")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.set_defaults(func=_runs)
+
+    p = sub.add_parser("compare", help="overlay runs' metrics curves in one figure and print their probes")
+    p.add_argument("runs", nargs="+", help="run folders (or folders of them)")
+    p.add_argument("--out", default="compare.png", help="the figure (default: compare.png)")
+    p.add_argument("--keys", help="comma-separated metrics to draw (default: loss, knn, target_var_position, "
+                                  "encoder_rankme, pos, neg)")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("sweep", help="train the product of config values and seeds, each point in its own run "
+                                     "folder; rerunning resumes and skips finished points")
+    p.add_argument("--out", required=True, help="sweep folder (one run folder per point, sweep.json/csv/png)")
+    p.add_argument("--preset", choices=list(PRESETS), help="starting configuration of every point")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="a config field and its values (repeatable; use | between values that hold commas)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of every grid point (default: 0)")
+    p.add_argument("--steps", type=int, help="steps of every point (default: the preset's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a fixed override for every point")
+    p.add_argument("--spec", help="a JSON (or YAML) file with preset, grid, seeds, steps, overrides, probe, via")
+    p.add_argument("--workers", type=int, default=1, help="points trained at once (CPU threads split between them)")
+    p.add_argument("--probe", action="store_true", help="probe every finished point into RUN/probe.json")
+    p.add_argument("--probe-train", type=int, default=5000, help="labelled train images of each probe")
+    p.add_argument("--probe-test", type=int, default=1000, help="test images of each probe")
+    p.add_argument("--via", choices=("cli", "notebook"), default="cli",
+                   help="cli: simlab pretrain per point; notebook: 02_pretrain through papermill per point")
+    p.set_defaults(func=_sweep)
 
     p = sub.add_parser("verify-data", help="decode every image of a dataset and list the files that do not "
                                            "(the ones a run skips, or stops at with --set on_bad_image=fail)")

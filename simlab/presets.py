@@ -110,12 +110,30 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
-def run_config(preset_name: str, overrides=(), dataset=None, data_root=None, epochs=None, steps=None,
+def saved_config(path) -> Config:
+    """A run's saved ``config.json`` (a file, or a run folder holding one) as a :class:`Config`."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"config: {path}: no such file (a run folder's config.json)")
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ConfigError(f"config: {path} is not a simlab config.json ({e})") from None
+
+
+def run_config(preset_name, overrides=(), dataset=None, data_root=None, epochs=None, steps=None,
                seed=None) -> Config:
-    """The preset, then the named options that are not None, then ``key=value`` overrides, validated
-    (what ``simlab pretrain`` and the 02_pretrain notebook both build)."""
+    """The preset (a name, or a :class:`Config` such as :func:`saved_config` returns), then the named
+    options that are not None, then ``key=value`` overrides, validated (what ``simlab pretrain`` and
+    the 02_pretrain notebook both build)."""
+    import copy
+
     from .config import apply_overrides
-    cfg = preset(preset_name)
+    cfg = copy.deepcopy(preset_name) if isinstance(preset_name, Config) else preset(preset_name)
     named = {"dataset": dataset, "data_root": data_root, "epochs": epochs, "steps": steps, "seed": seed}
     apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
     if epochs is not None and steps is None:

@@ -310,14 +310,26 @@ def pretrain(cfg: Config, run_dir, log: Callable[[str], None] = print,
     Under ``torchrun`` every rank calls this: the group is joined here, rank 0
     alone writes the run folder, and all ranks resume from the checkpoint rank 0 picked.
 
-    A finished run (``COMPLETE``) rerun with the same definition does nothing; with another one it is
+    A run that fails after it started (a non-finite loss, a crash) writes ``FAILED`` with the reason,
+    removed once a rerun finishes. A finished run (``COMPLETE``) rerun with the same definition does nothing; with another one it is
     refused, the differences shown (:func:`simlab.config.check_finished_run`). A run that fails before
     it records anything (a missing dataset, a bad image under ``on_bad_image=fail``) leaves nothing
     behind in ``run_dir`` (:class:`simlab.checkpoint.CleanFailedStart`).
     """
     run_dir = check_run_folder(run_dir)
-    with CleanFailedStart(run_dir, active=int(os.environ.get("RANK", "0")) == 0):
-        return _pretrain(cfg, run_dir, log, on_metrics)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with CleanFailedStart(run_dir, active=main):
+        try:
+            last = _pretrain(cfg, run_dir, log, on_metrics)
+        except (Terminated, KeyboardInterrupt, ConfigError):
+            raise  # a stop asked for, or a run refused before it started: not a failure of the run
+        except Exception as e:
+            if main and run_dir.is_dir():  # the registry reports why (simlab runs); a rerun resumes
+                (run_dir / "FAILED").write_text(f"{type(e).__name__}: {e}\n")
+            raise
+    if main:
+        (run_dir / "FAILED").unlink(missing_ok=True)
+    return last
 
 
 def _finished_definition(run_dir: Path) -> Optional[dict]:

@@ -245,3 +245,53 @@ def plot_geometry_stats(g1: ViewGeometry, g2: ViewGeometry):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_compare(runs: dict, keys=("loss", "knn", "target_var_position", "encoder_rankme")):
+    """Several runs' metrics curves overlaid, one panel per key; ``runs``: {label: metrics records}."""
+    plt = _pyplot()
+    keys = [k for k in keys if any(k in r for recs in runs.values() for r in recs)]
+    cols = min(3, max(len(keys), 1))
+    rows = max(1, (len(keys) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.ravel(), keys):
+        for label, recs in runs.items():
+            pts = [(r["step"], r[key]) for r in recs if key in r]
+            if pts:
+                ax.plot(*zip(*pts), lw=1.4, marker="o" if len(pts) <= 3 else None, label=label)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(labels) // 4), 1, 1))
+    return fig
+
+
+def plot_sweep(summary: Sequence[dict], grid_keys: Sequence[str], metrics: Sequence[str]):
+    """A sweep's metrics (mean ± std over seeds) against its first grid key, one line per combination
+    of the other keys, one panel per metric."""
+    plt = _pyplot()
+    first, rest = grid_keys[0], list(grid_keys[1:])
+    xs = list(dict.fromkeys(str(s[first]) for s in summary))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    lines: dict[tuple, list[dict]] = {}
+    for s in summary:
+        lines.setdefault(tuple(s[k] for k in rest), []).append(s)
+    for ax, m in zip(axes[0], metrics):
+        for key, group in lines.items():
+            pts = sorted(((xs.index(str(s[first])), s.get(m), s.get(f"{m}_std", 0.0)) for s in group if m in s))
+            if pts:
+                x, y, e = zip(*pts)
+                label = ", ".join(f"{k}={v}" for k, v in zip(rest, key)) or m
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, lw=1.3, label=label)
+        ax.set_xticks(range(len(xs)), xs, fontsize=8)
+        ax.set_xlabel(first, fontsize=8)
+        ax.set_title(m, fontsize=9)
+        ax.grid(alpha=0.3)
+    if rest:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
