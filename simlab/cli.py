@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="train this many epochs")
     length.add_argument("--steps", type=int, help="train this many optimizer steps")
-    p.add_argument("--seed", type=int, help="run seed: initial weights, augmentations and masks (default: the preset's)")
+    p.add_argument("--seed", type=int,
+                   help="run seed: initial weights, augmentations and masks (default: the preset's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set neg_weight=0.05 (repeatable)")
     p.set_defaults(func=_pretrain)

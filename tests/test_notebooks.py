@@ -89,9 +89,11 @@ def edited_run(name: str, old: str, new: str) -> dict:
 
 
 @pytest.mark.parametrize("name, old, new, message", [
-    ("01_view_geometry", "mask_ratio = 0.6", "mask_ratoi = 0.6", "unknown parameter 'mask_ratoi' (did you mean 'mask_ratio'?)"),
+    ("01_view_geometry", "mask_ratio = 0.6", "mask_ratoi = 0.6",
+     "unknown parameter 'mask_ratoi' (did you mean 'mask_ratio'?)"),
     ("02_pretrain", "steps = None", "step = 5", "unknown parameter 'step' (did you mean 'steps'?)"),
-    ("05_finetune", "random_init = True", "randominit = True", "unknown parameter 'randominit' (did you mean 'random_init'?)"),
+    ("05_finetune", "random_init = True", "randominit = True",
+     "unknown parameter 'randominit' (did you mean 'random_init'?)"),
 ])
 def test_a_typo_in_the_parameters_cell_itself_fails_with_the_closest_name(name, old, new, message):
     """A user's edit in JupyterLab, where papermill injects nothing: the cell's own names are checked."""
@@ -156,7 +158,8 @@ def test_ctrl_c_interrupts_the_cell_keeps_the_notebook_and_the_run_and_prints_on
     import time
     out = tmp_path / "nb"
     proc = subprocess.Popen([sys.executable, "-m", "simlab", "notebook", "02_pretrain", "--out", str(out), "--quiet",
-                             "-p", "preset", "tiny", "-p", "steps", "100000", "-p", "overrides", '["log_every=1", "checkpoint_every=100000"]'],
+                             "-p", "preset", "tiny", "-p", "steps", "100000",
+                             "-p", "overrides", '["log_every=1", "checkpoint_every=100000"]'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = out / "train" / "metrics.jsonl"

@@ -270,7 +270,8 @@ def test_rerunning_a_finished_run_does_nothing_and_a_redefined_one_shows_the_dif
     # is refused with the reason (its schedules ended at its own length)
     assert main([*args, "--set", "neg_weight=0.1"]) == 2
     err = capsys.readouterr().err
-    assert "is a finished run defined differently" in err and "neg_weight: the run has 0.02, this command has 0.1" in err
+    assert "is a finished run defined differently" in err
+    assert "neg_weight: the run has 0.02, this command has 0.1" in err
     assert main([*args[:-1], "8"]) == 2
     err = capsys.readouterr().err
     assert "steps:" in err and "finished run of 4 steps; this command asks for 8" in err and "new --out" in err
