@@ -214,6 +214,8 @@ class TrainConfig:
     checkpoint_every: int = 1000         # steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2            # newest checkpoints kept in the run folder
     progress: bool = True                # tqdm progress bar
+    # experiment tracker mirroring metrics.jsonl (simlab.tracking): tensorboard | wandb | mlflow | none
+    logger: str = "tensorboard"
     # online k-NN monitor (k = 20, T = 0.07) every knn_every epochs (0: off), on rank 0: a bank of
     # knn_train_size labelled train images and knn_test_size test images of knn_dataset (default:
     # the pretraining dataset; name a labelled one when pretraining on unlabeled images)
@@ -251,6 +253,8 @@ class TrainConfig:
         _check(self.clip_grad is None or self.clip_grad > 0, "clip_grad", f"must be positive, got {self.clip_grad}")
         _check(0 <= self.ema_start <= self.ema_end <= 1, "ema_start",
                f"need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}")
+        _check(self.logger in ("tensorboard", "wandb", "mlflow", "none"), "logger",
+               f"must be tensorboard, wandb, mlflow or none, got {self.logger!r}")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
                f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
@@ -275,7 +279,7 @@ class Config:
     # Fields that only change how a run executes; all others define the run and
     # must match when it resumes (DESIGN.md "Checkpoints").
     EXECUTION_FIELDS = ("data_root", "num_workers", "download", "on_bad_image", "augment_on", "device", "compile", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "progress", "accum_steps", "dist_timeout",
+                        "checkpoint_every", "keep_checkpoints", "progress", "logger", "accum_steps", "dist_timeout",
                         "knn_every", "knn_dataset", "knn_train_size", "knn_test_size")
 
     def validate(self) -> "Config":

@@ -125,34 +125,33 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 # ---------------------------------------------------------------------------- the run
 class MetricsLog:
-    """metrics.jsonl (and TensorBoard when installed), cut back to a step on resume."""
+    """metrics.jsonl, cut back to a step on resume, mirrored to the configured tracker
+    (:mod:`simlab.tracking`: TensorBoard by default)."""
 
-    def __init__(self, run_dir: Path, resume_step: Optional[int]):
+    def __init__(self, run_dir: Path, resume_step: Optional[int], logger: str = "tensorboard",
+                 cfg: Optional[Config] = None):
+        from .tracking import make_tracker
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError):  # a line cut by a kill mid-write
+                    continue
             self.path.write_text("".join(line + "\n" for line in kept))
         elif resume_step is None:
             self.path.write_text("")
-        self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard is optional
-            pass
+        self.tracker = make_tracker(logger, run_dir, cfg)
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.writer.add_scalar(k, v, record["step"])
+        self.tracker.log(record)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.tracker.close()
 
 
 class BadImageLog:
@@ -365,6 +364,9 @@ def _pretrain(cfg: Config, run_dir: Path, log: Callable[[str], None],
         log(f"{run_dir} is complete; nothing to do")
         found = newest_valid(run_dir, log)
         return found[0] if found else run_dir
+    if main:
+        from .tracking import check_available
+        check_available(t.logger)  # a missing tracker package is refused before the data is built
     dataset = build_pretrain_dataset(cfg)
     spe, total = run_length(cfg, len(dataset))
     schedule = Schedule.build(cfg, spe, total)
@@ -393,7 +395,7 @@ def _pretrain(cfg: Config, run_dir: Path, log: Callable[[str], None],
         del ckpt
     elif main:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    metrics = MetricsLog(run_dir, start if resume_path is not None else None) if main else None
+    metrics = MetricsLog(run_dir, start if resume_path is not None else None, t.logger, cfg) if main else None
     net = model
     if distributed.active():
         # buffers (BatchNorm running stats, EMA F) are computed from global statistics already, so
