@@ -159,11 +159,15 @@ def _probe(args: argparse.Namespace) -> int:
 def _notebook(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
-    from .notebooks import parse_value, run_notebook
+    from .notebooks import KernelDied, parse_value, run_notebook
     params = {key: parse_value(value) for key, value in args.p or []}
     written = Path(args.out) / f"{Path(args.name).stem}.ipynb"
     try:
-        out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=not args.quiet)
+        # the cells' output streams here and to OUT/NAME.log; the per-cell bar would only interleave
+        out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=False, echo=not args.quiet)
+    except KernelDied as e:
+        print(f"simlab notebook: {e}", file=sys.stderr)
+        return 1
     except PapermillExecutionError as e:  # the written notebook holds the failing cell
         print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {written}", file=sys.stderr)
         return 1
@@ -269,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="a parameter (Python literal, true/false, or a bare string); repeatable")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3, this interpreter's)")
-    p.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing while it runs (what the cells print still goes to OUT/NAME.log)")
     p.set_defaults(func=_notebook)
 
     p = sub.add_parser("probe", help="k-NN, linear, few-shot and dense probes of a checkpoint's frozen encoder")

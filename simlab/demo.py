@@ -87,7 +87,7 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
     for name, params in filter(None, chain if notebooks else []):
         t0 = time.perf_counter()
         print(f"running notebook {name} ...", flush=True)
-        paths.append(run_notebook(name, out, params, kernel=kernel, progress=False, mark_complete=False))
+        paths.append(run_notebook(name, out, params, kernel=kernel, progress=False, mark_complete=False, echo=True))
         times[name] = time.perf_counter() - t0
         print(f"  {name}: {times[name]:.0f} s", flush=True)
     times["total"] = time.perf_counter() - start

@@ -17,6 +17,8 @@ import ast
 import difflib
 import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
@@ -364,9 +366,43 @@ class _InterruptKernels:
         return False
 
 
+HEADLESS_ENV = "SIMLAB_HEADLESS"  # set while simlab runs a notebook: progress goes to text lines too
+
+
+class KernelDied(RuntimeError):
+    """The notebook's kernel died (SIGKILL, out of memory); what ran is kept, a rerun resumes."""
+
+
+class _Tee:
+    """The kernel's stream output, line by line as it arrives: appended to ``RUN_DIR/NAME.log`` (for
+    ``tail -f``) and, with ``echo``, printed to this terminal."""
+
+    def __init__(self, path: Path, echo: bool):
+        self.file, self.echo = open(path, "a"), echo
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.file.flush()
+        if self.echo:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str = "python3",
-                 progress: bool = True, mark_complete: bool = True) -> Path:
+                 progress: bool = True, mark_complete: bool = True, echo: bool = False) -> Path:
     """Execute ``notebooks/NAME.ipynb`` into ``RUN_DIR/NAME.ipynb`` with papermill.
+
+    What the cells print goes, as it comes, to ``RUN_DIR/NAME.log`` and, with ``echo``, to this
+    terminal; a pretraining cell prints one line per log interval there (no progress-bar redraws).
+    A kernel that dies (SIGKILL, out of memory) raises :class:`KernelDied` with what to do: the
+    notebook so far is kept, and rerunning resumes the training from its newest checkpoint.
 
     The parameters (the notebook's defaults, then ``params``, then ``run_dir``) are validated before a
     kernel starts. ``COMPLETE`` is written in ``run_dir`` only on success; a failing cell raises
@@ -406,16 +442,31 @@ def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str 
         sockets = tempfile.mkdtemp(prefix="simlab-kernel-")
         engine["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
     engine["kernel_manager_class"] = _tracked_kernel_manager()
+    from nbclient.exceptions import DeadKernelError
+    log_path = run_dir / f"{name}.log"
+    stream = _Tee(log_path, echo)
+    stream.write(f"=== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} parameters {given}\n")
+    headless = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: live curves also print a line per record
     try:
         with _InterruptKernels(engine["kernel_manager_class"].started) as ctrl_c:
             try:
                 papermill.execute_notebook(str(path), str(out), parameters=given, kernel_name=kernel,
-                                           progress_bar=progress, cwd=None, **engine)
+                                           progress_bar=progress, cwd=None, stdout_file=stream,
+                                           stderr_file=stream, **engine)
             except papermill.PapermillExecutionError:
                 if ctrl_c.interrupted:  # the cell failed because of the interrupt we passed on
                     raise KeyboardInterrupt from None
                 raise
+            except DeadKernelError as e:
+                stream.write(f"=== the kernel died: {e}\n")
+                raise KernelDied(f"the notebook's kernel died (killed, or out of memory?); the cells run so "
+                                 f"far are in {out} and its output in {log_path}; run the same command "
+                                 f"again: training resumes from its newest checkpoint") from None
     finally:
+        stream.close()
+        if headless is None:
+            os.environ.pop(HEADLESS_ENV, None)
         if sockets is not None:
             shutil.rmtree(sockets, ignore_errors=True)
     if mark_complete:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import os
 import time
 from typing import Optional
 
@@ -275,21 +276,28 @@ class LiveCurves:
         self.records: list[dict] = []
         self.every_s, self.keys, self.total, self._last = every_s, keys, total, 0.0
         self._start = time.monotonic()
+        self.echo = bool(os.environ.get("SIMLAB_HEADLESS"))  # set by simlab.notebooks.run_notebook
         self.status = display({"text/plain": "preparing the data and the model; the first curves come after "
                                              "the first log interval"}, raw=True, display_id=True)
         self.handle = display({"text/plain": ""}, raw=True, display_id=True)
 
     def log(self, message: str) -> None:
         """A message of the run (``pretrain(..., log=curves.log)``), shown on the status line."""
-        self.status.update({"text/plain": message}, raw=True)
+        self._say(message)
+
+    def _say(self, line: str) -> None:
+        self.status.update({"text/plain": line}, raw=True)
+        if self.echo:  # run headless (simlab notebook, papermill): also a plain line for the log and terminal
+            print(line, flush=True)
 
     def __call__(self, record: dict) -> None:
         import time
         self.records.append(record)
         elapsed = time.monotonic() - self._start
         of = f"/{self.total}" if self.total else ""
-        self.status.update({"text/plain": f"step {record['step']}{of}, loss {record['loss']:.4f}, "
-                                          f"{record.get('images_per_s', 0):.0f} images/s, {elapsed:.0f} s"}, raw=True)
+        knn = f", k-NN {record['knn']:.3f}" if "knn" in record else ""
+        self._say(f"step {record['step']}{of}, loss {record['loss']:.4f}{knn}, "
+                  f"{record.get('images_per_s', 0):.0f} images/s, {elapsed:.0f} s")
         if time.monotonic() - self._last >= self.every_s:
             self.draw()
 

@@ -263,3 +263,25 @@ def test_finetune_notebook_runs_both_encoders_and_draws_the_curves(tmp_path):
 def test_finetune_notebook_rejects_a_bad_override_naming_it(tmp_path, capsys):
     assert main(["notebook", "05_finetune", "--out", str(tmp_path), "-p", "overrides", '["layer_decay=2"]']) == 2
     assert "layer_decay" in capsys.readouterr().err
+
+
+def test_notebook_streams_progress_and_survives_a_killed_kernel(tmp_path):
+    import os
+    import subprocess
+    import sys
+    run = tmp_path / "nb"
+    args = [sys.executable, "-m", "simlab", "notebook", "02_pretrain", "--out", str(run), "-p", "preset", "tiny",
+            "-p", "steps", "30", "-p", "overrides", "['log_every=5', 'checkpoint_every=10']"]
+    died = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "SIMLAB_FAULT": "0:17:kill"})
+    assert died.returncode == 1, died.stderr
+    assert "kernel died" in died.stderr and "run the same command again" in died.stderr
+    assert "Traceback" not in died.stderr
+    # progress reached the terminal and the log as it happened, one line per log interval
+    assert "step 5/30" in died.stdout and "step 15/30" in died.stdout and "\r" not in died.stdout
+    log = (run / "02_pretrain.log").read_text()
+    assert "step 15/30" in log and "the kernel died" in log
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout and "step 30/30" in again.stdout
+    steps = [json.loads(x)["step"] for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30]
