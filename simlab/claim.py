@@ -73,7 +73,7 @@ def run_claim(out: Path, objectives: Sequence[str] = ("sim", "mae", "id"), seeds
               preset_name: str = "demo", steps: int = 500, train_size: int = 10_000, test_size: int = 2_000,
               overrides: Sequence[str] = (), log=print) -> dict:
     """Pretrain every (objective, seed), probe it, and probe random-init encoders and raw pixels."""
-    from .bench import flop_per_image
+    from .flops import flop_per_image
     from .checkpoint import list_checkpoints, load_encoder
     from .probes import labelled_split, probe_encoder, probe_floors, random_init_like
     from .train import pretrain

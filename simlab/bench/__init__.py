@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from ..flops import count_flops, flop_per_image, synthetic_batch  # noqa: F401 (benchmarks' names)
+
 
 def hardware() -> dict:
     cpu = platform.processor() or "unknown"
@@ -168,44 +170,6 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, device="cpu") -> float:
         a @ b
         sync()
     return 2 * n ** 3 / timed(run, repeats=5)
-
-
-def synthetic_batch(cfg, batch_size: int, in_chans: int = 3, device="cpu") -> dict:
-    """A fixed training batch of the right shapes (random views, real keyed geometry and masks)."""
-    from ..masking import keyed_masks
-    from ..views import GEOM_DRAWS, sample_geometry
-    from ..seeding import keyed_uniform, sample_keys
-    from ..pipeline import objective_inputs
-    _, mask_kind, num_masked = objective_inputs(cfg)
-    g = torch.Generator().manual_seed(0)
-    S = cfg.data.image_size
-    idx = torch.arange(batch_size)
-    geoms = [sample_geometry(keyed_uniform(sample_keys(0, 0, idx, v), GEOM_DRAWS), S, S) for v in (1, 2)]
-    batch = {"view1": torch.randn(batch_size, in_chans, S, S, generator=g),
-             "view2": torch.randn(batch_size, in_chans, S, S, generator=g),
-             "geom1": geoms[0], "geom2": geoms[1],
-             "mask": keyed_masks(0, 0, idx, cfg.grid, num_masked, mask_kind)}
-    from ..pipeline import move_batch
-    return move_batch(batch, torch.device(device))
-
-
-def count_flops(model, batch: dict, amp=None) -> float:
-    """FLOP of one training step's forward and backward (FlopCounterMode: matmuls, convolutions, attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    device = batch["view1"].device
-    with FlopCounterMode(display=False) as counter:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = model(batch, momentum=0.996)
-        loss.backward()
-    return float(counter.get_total_flops())
-
-
-def flop_per_image(cfg, batch_size: int = 8) -> float:
-    """FLOP per image of one training step of the configured objective (CPU, fp32)."""
-    from ..train import build_model
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    return count_flops(model, synthetic_batch(cfg, batch_size)) / batch_size
 
 
 def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops: bool = True, warmup: int = 2,
