@@ -128,6 +128,12 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "random_init": Param("bool", help="also fine-tune a random-init encoder, the same way"),
         "overrides": Param("list[str]", help="fine-tuning overrides 'key=value', as simlab finetune --set"),
     },
+    "06_runs": {
+        **_COMMON,
+        "paths": Param("list[str]", help="run folders, or folders of them, to list and compare"),
+        "sweep_dir": Param("str?", help="a simlab sweep folder whose table and plot to show (None: none)"),
+        "keys": Param("list[str]", help="metrics drawn in the comparison figure"),
+    },
 }
 
 

@@ -285,3 +285,18 @@ def test_notebook_streams_progress_and_survives_a_killed_kernel(tmp_path):
     assert "resuming" in again.stdout and "step 30/30" in again.stdout
     steps = [json.loads(x)["step"] for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_runs_notebook_lists_compares_and_shows_a_sweep(tmp_path):
+    for name, steps in (("a", "4"), ("b", "6")):
+        assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "runs" / name), "--steps", steps]) == 0
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", "--preset", "tiny", "--grid", "neg_weight=0.02,0.1", "--steps", "2", "--out", str(sweep)]) == 0
+    out = tmp_path / "nb"
+    assert main(["notebook", "06_runs", "--out", str(out), "--quiet", "-p", "paths", f"['{tmp_path / 'runs'}']",
+                 "-p", "sweep_dir", str(sweep)]) == 0
+    executed = json.loads((out / "06_runs.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                   for c in executed["cells"] for o in c.get("outputs", []))
+    assert "complete" in text and "steps=6" in text and "2/2 points complete" in text and "neg_weight" in text
+    assert (out / "compare.png").stat().st_size > 10_000
