@@ -9,18 +9,30 @@ cutmix 1.0 through timm's ``Mixup`` with label smoothing 0.1. Presets scale it (
 
 A run folder follows pretraining's rules: ``config.json``, ``metrics.jsonl``, atomic checkpoints
 with a sha256, resume from the newest valid one (a run defined differently is refused), SIGTERM
-saves and stops, ``results.json`` and ``COMPLETE`` at the end. Each step's augmentation and mixup
-draws are keyed by ``(seed, step)``, so a resumed run sees what an uninterrupted one saw, whatever
-the number of workers.
+saves and stops, ``results.json`` and ``COMPLETE`` at the end. Each image's augmentation is keyed
+by ``(seed, step, index)`` and each step's mixup and drop-path draws by ``(seed, step, rank)``, so a
+resumed run sees what an uninterrupted one saw, whatever the number of workers.
+
+Under ``torchrun`` it runs DDP with pretraining's rules (``simlab.train.pretrain``): each rank takes
+its contiguous share of every global batch, rank 0 alone writes the run folder and picks the
+checkpoint every rank resumes from, and evaluation shards the validation set by stride and sums
+the counts, so every image is scored exactly once. Without mixup or drop path (which draw per
+rank, as in MAE's DDP fine-tuning), K ranks compute what one process computes, up to float
+rounding. ``accum_steps`` splits each rank's share into micro-batches (one optimizer step, DDP's
+gradient all-reduce on the last only). Under fp16 autocast a GradScaler scales the loss (the
+head starts at std 2e-5, where fp16 gradients underflow); its state is checkpointed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -69,13 +81,20 @@ class FinetuneConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     progress: bool = True
+    # micro-batches per optimizer step on each rank: batch_size = ranks x accum_steps x micro-batch.
+    # The classifier has no batch statistics, so this changes memory, not the maths (up to rounding)
+    accum_steps: int = 1
+    dist_timeout: float = 60.0           # seconds a collective may wait on a peer before failing
 
     EXECUTION_FIELDS = ("data_root", "device", "precision", "num_workers", "log_every", "checkpoint_every",
-                        "keep_checkpoints", "progress")
+                        "keep_checkpoints", "progress", "accum_steps", "dist_timeout")
 
     def validate(self) -> "FinetuneConfig":
-        for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "accum_steps"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.batch_size % self.accum_steps == 0, "accum_steps",
+               f"must divide batch_size={self.batch_size}, got {self.accum_steps}")
+        _check(self.dist_timeout > 0, "dist_timeout", f"must be positive, got {self.dist_timeout}")
         _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
         _check(self.blr > 0, "blr", f"must be positive, got {self.blr}")
@@ -246,52 +265,82 @@ def transforms(cfg: FinetuneConfig, preprocess: dict):
     return train, evaluate
 
 
-def seed_step(seed: int, step: int) -> None:
-    """Seed Python's, torch's and numpy's global generators from ``(seed, step)``: timm's RandAugment,
-    erasing and Mixup draw from them, so each step's draws do not depend on what ran before."""
-    key = (seed * 1_000_003 + step) % 2 ** 31
-    random.seed(key)
-    torch.manual_seed(key)
-    np.random.seed(key)
+def seed_globals(*key: int, devices: bool = False) -> None:
+    """Seed Python's, numpy's and torch's CPU global generators (and, with ``devices``, every
+    device's) from a tuple of integers: timm's RandAugment, random erasing, Mixup and drop path draw
+    from them, so the draws that follow depend on the key alone, not on what ran before
+    (SeedSequence mixes the tuple into one seed). Per image, ``devices`` stays off:
+    ``torch.manual_seed`` visits every backend and costs about a millisecond."""
+    seed = int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0]) % 2 ** 31
+    random.seed(seed)
+    np.random.seed(seed)
+    if devices:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
+def seed_step(seed: int, step: int, rank: int = 0) -> None:
+    """Every global generator keyed by ``(seed, step, rank)``: each step's mixup and drop-path draws
+    (drop path draws on the training device)."""
+    seed_globals(seed, step, rank, 1, devices=True)
 
 
 class KeyedBatches(torch.utils.data.Dataset):
-    """``(step, epoch, indices)`` -> (images, labels), the augmentation keyed by ``(seed, step)``."""
+    """``(step, epoch, indices)`` -> (images (B, C, S, S), labels (B,), step), each image's augmentation
+    keyed by ``(seed, step, index)``: the same image at the same step gets the same draws whichever
+    rank, worker or position in a share it lands on (RandomResizedCrop's draws are data dependent,
+    so one key per step would tie an image's crop to the images before it)."""
 
     def __init__(self, dataset, transform, seed: int):
         self.dataset, self.transform, self.seed = dataset, transform, seed
 
     def __getitem__(self, item):
         step, _, indices = item
-        seed_step(self.seed, step)
-        items = [self.dataset[int(i)] for i in indices]
-        images = torch.stack([self.transform(_to_pil(it["image"])) for it in items])
-        return images, torch.as_tensor([int(it["label"]) for it in items]), step
+        images, labels = [], []
+        for i in indices.tolist():
+            it = self.dataset[i]
+            seed_globals(self.seed, step, i, 0)
+            images.append(self.transform(_to_pil(it["image"])))
+            labels.append(int(it["label"]))
+        return torch.stack(images), torch.as_tensor(labels), step
 
     def __len__(self):
         return 0
 
 
 def evaluate(model: Classifier, dataset, transform, device: torch.device, batch_size: int = 256,
-             amp=None) -> dict:
-    """Top-1 and top-5 accuracy (top-5 where there are more than 5 classes) over a labelled dataset."""
+             amp=None, rank: int = 0, world: int = 1) -> dict:
+    """Top-1 and top-5 accuracy (top-5 where there are more than 5 classes) over a labelled dataset,
+    and ``evaluated``, the number of images scored.
+
+    With ``world`` > 1 (every rank of a group calls it) rank r scores images r, r + world, ... and
+    the counts are summed over the ranks, so each image is counted exactly once, whatever the
+    remainder of ``len(dataset) / world``.
+    """
+    from . import distributed
     model.eval()
-    correct1 = correct5 = n = 0
+    indices = list(range(rank, len(dataset), world))
+    counts = torch.zeros(3, dtype=torch.float64, device=device)  # correct top-1, correct top-5, scored
+    num_classes = model.head.out_features
     with torch.no_grad():
-        for s in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(s, min(s + batch_size, len(dataset)))]
+        for s in range(0, len(indices), batch_size):
+            items = [dataset[i] for i in indices[s:s + batch_size]]
             x = torch.stack([transform(_to_pil(it["image"])) for it in items]).to(device)
             y = torch.as_tensor([int(it["label"]) for it in items], device=device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x).float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += int((top[:, 0] == y).sum())
-            correct5 += int((top == y[:, None]).any(1).sum())
-            n += len(y)
+                logits = model(x).float()  # (B, classes)
+            top = logits.topk(min(5, num_classes), dim=1).indices
+            counts += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
+                                   torch.tensor(len(y), device=device)]).double()
     model.train()
+    if world > 1:  # the mean over ranks times their number: the sum, exact for counts below 2**53
+        counts = distributed.mean_across_ranks(counts) * world
+    correct1, correct5, n = (round(v) for v in counts.tolist())
     out = {"top1": correct1 / max(n, 1)}
-    if logits.shape[1] > 5:
+    if num_classes > 5:
         out["top5"] = correct5 / max(n, 1)
+    out["evaluated"] = n
     return out
 
 
@@ -302,19 +351,47 @@ def _first(dataset, n: Optional[int]):
 
 # ---------------------------------------------------------------------------- the run
 def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None] = print) -> dict:
-    """Fine-tune into ``run_dir`` (resuming from its newest valid checkpoint); returns the results."""
-    from .data import build_dataset
-    from .pipeline import StepBatches
-    from .train import NonFiniteError, _StopOnSigterm, autocast_dtype, resolve_device
+    """Fine-tune into ``run_dir`` (resuming from its newest valid checkpoint); returns the results.
+
+    Under ``torchrun`` every rank calls this and gets the same results: the group is joined here
+    (and left again if this call joined it), rank 0 alone writes the run folder.
+    """
+    from . import distributed
+    from .train import resolve_device
 
     cfg.validate()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if distributed.launched_by_torchrun() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    joined = not distributed.active()
+    dinfo = distributed.init_from_env(device, cfg.dist_timeout)
+    try:
+        return _finetune(checkpoint, cfg, Path(run_dir), device, dinfo, log)
+    finally:
+        if joined:  # the CLI leaves the group to whoever joined it
+            distributed.shutdown()
+
+
+def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.device, dinfo,
+              log: Callable[[str], None]) -> dict:
+    from . import distributed
+    from .checkpoint import load_checkpoint, load_encoder
+    from .data import build_dataset
+    from .pipeline import StepBatches
+    from .train import MetricsLog, NonFiniteError, _StopOnSigterm, autocast_dtype
+
+    main = dinfo.main
+    if not main:
+        log = lambda *_: None  # noqa: E731 - rank 0 speaks for the run
+    if cfg.batch_size % (dinfo.world * cfg.accum_steps):
+        raise ConfigError(f"batch_size: {cfg.batch_size} does not split into {dinfo.world} rank(s) x "
+                          f"{cfg.accum_steps} micro-batch(es) (accum_steps)")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     if (run_dir / "COMPLETE").exists():
         log(f"{run_dir} is complete; nothing to do")
         return json.loads((run_dir / "results.json").read_text())
-    from .checkpoint import load_encoder
-    from .train import MetricsLog
     source = resolve_checkpoint(checkpoint)
     source_sha = sha256_of(source)
     pretrained = load_encoder(source)
@@ -331,11 +408,13 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
     if not num_classes:
         raise ConfigError(f"dataset: {dataset_name!r} has no class labels to fine-tune on")
 
-    device = resolve_device(cfg.device)
     amp = autocast_dtype(cfg.precision, device)
-    model = build_classifier(pretrained, cfg, num_classes).to(device)
+    model = build_classifier(pretrained, cfg, num_classes).to(device)  # seeded: the same weights on every rank
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.peak_lr(),
                                   **({"fused": True} if device.type == "cuda" else {}))
+    # fp16 needs loss scaling: the head starts at std 2e-5, and its gradients (and those it passes
+    # back) underflow fp16's range without it. bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, growth_interval=2000) if amp == torch.float16 else None
     spe = len(train_ds) // cfg.batch_size
     if spe < 1:
         raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(train_ds)} training images")
@@ -343,18 +422,31 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
 
     start = 0
     defining = {**cfg.defining_dict(), "checkpoint_sha256": source_sha}  # the run is also its source
-    found = newest_valid(run_dir, log)
-    if found is not None:
-        path, ckpt = found
+    found = newest_valid(run_dir, log) if main else None
+    # rank 0 picks the checkpoint (a half-written newest one could look different to another rank)
+    resume_path = distributed.broadcast_object(str(found[0]) if found else None)
+    if resume_path is not None:
+        path = Path(resume_path)
+        ckpt = found[1] if found else load_checkpoint(path)
         old = {k: v for k, v in json.loads(ckpt["finetune_config"]).items() if k not in cfg.EXECUTION_FIELDS}
         check_same_definition({**old, "checkpoint_sha256": ckpt["source"]["sha256"]}, defining, path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         start = int(ckpt["step"])
         log(f"resuming {run_dir} from step {start} ({path.name})")
-    else:
+        del ckpt
+    elif main:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    metrics = MetricsLog(run_dir, start if found is not None else None)
+    metrics = MetricsLog(run_dir, start if resume_path is not None else None) if main else None
+    net = model
+    if distributed.active():
+        # the only buffer (the fixed sin-cos position table) is the same everywhere: nothing to broadcast
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     train_tf, eval_tf = transforms(cfg, model.preprocess)
     from timm.data import Mixup
@@ -363,70 +455,95 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
                    num_classes=num_classes) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
     criterion = (SoftTargetCrossEntropy() if mixup is not None else
                  LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
-    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, total, start)
+    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, total, start, rank=dinfo.rank, world=dinfo.world)
     loader = torch.utils.data.DataLoader(KeyedBatches(train_ds, train_tf, cfg.seed), batch_size=None, sampler=sampler,
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
 
     def save(step: int) -> Path:
         ckpt = {"format": FORMAT, "schema": SCHEMA, "kind": "finetune", "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": None, "step": step, "epoch": step / spe, "rng": None,
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": step, "epoch": step / spe, "rng": None,
                 "config": enc_cfg.to_json(), "finetune_config": cfg.to_json(), "code_version": code_version(),
                 "preprocess": model.preprocess, "num_classes": num_classes,
                 "source": {"checkpoint": str(source), "sha256": source_sha}}
         return save_step(run_dir, step, ckpt, cfg.keep_checkpoints)
 
     bar = None
-    if cfg.progress:
+    if cfg.progress and main:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start, desc="finetune", unit="step", dynamic_ncols=True)
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    parts = cfg.accum_steps
     model.train()
     began = time.perf_counter()
     try:
         with _StopOnSigterm() as sigterm:
             for images, labels, step in loader:
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if mixup is not None:
-                    seed_step(cfg.seed, step)  # in this process: the loader may have run elsewhere
+                images = images.to(device, non_blocking=True)  # (B_rank, C, S, S)
+                labels = labels.to(device, non_blocking=True)  # (B_rank,)
+                seed_step(cfg.seed, step, dinfo.rank)  # this process's draws: mixup's here, drop path's below
+                if mixup is not None:  # mixes within this rank's share, as timm's Mixup does under DDP
                     images, targets = mixup(images, labels)
                 else:
                     targets = labels
                 lr = lr_at(cfg, step, spe, total)
                 for g in optimizer.param_groups:
                     g["lr"] = lr * g["lr_scale"]
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits = model(images)
-                loss = criterion(logits.float(), targets)
-                loss.backward()
+                loss_sum = torch.zeros((), device=device)
+                for i, (x, y) in enumerate(zip(images.chunk(parts), targets.chunk(parts))):
+                    # DDP all-reduces (averages over ranks) on the last micro-batch only; each
+                    # micro-batch's mean loss / parts sums to the mean over the rank's share
+                    sync = contextlib.nullcontext() if i == parts - 1 or net is model else net.no_sync()
+                    with sync:
+                        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                            logits = net(x)
+                        loss = criterion(logits.float(), y) / parts
+                        (scaler.scale(loss) if scaler is not None else loss).backward()
+                    loss_sum += loss.detach()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clip (and report) the true gradients, not the scaled ones
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"))
-                values = torch.stack([loss.detach(), norm.float()]).tolist()  # the one host read per step
-                if not all(math.isfinite(v) for v in values):
+                # one collective and one host read: every rank sees the global loss and decides alike
+                values = torch.cat([distributed.mean_across_ranks(loss_sum.float().reshape(1)),
+                                    norm.float().reshape(1)]).tolist()
+                # under a GradScaler an inf/NaN gradient is an overflow of the scale: the scaler skips
+                # the step and lowers the scale; anywhere else it is a fault
+                if not math.isfinite(values[0]) or (scaler is None and not math.isfinite(values[1])):
                     optimizer.zero_grad(set_to_none=True)
                     raise NonFiniteError(f"step {step}: non-finite loss or gradient norm ({values}); "
                                          f"the optimizer step was not applied")
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 done = step + 1
-                if done % cfg.log_every == 0 or done == total:
-                    metrics.write({"step": done, "epoch": done / spe, "loss": values[0], "lr": lr,
-                                   "grad_norm": values[1]})
+                if main and (done % cfg.log_every == 0 or done == total):
+                    record = {"step": done, "epoch": done / spe, "loss": values[0], "lr": lr, "grad_norm": values[1]}
+                    if scaler is not None:
+                        record["loss_scale"] = scaler.get_scale()
+                    metrics.write(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{values[0]:.4f}")
                 if bar is not None:
                     bar.update(1)
-                if sigterm.checkpoint_due(done, total, cfg.checkpoint_every):
+                if main and sigterm.checkpoint_due(done, total, cfg.checkpoint_every):
                     save(done)
                 sigterm.stop_if_requested(done, log)
     finally:
         if bar is not None:
             bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+    scores = evaluate(model, val_ds, eval_tf, device, amp=amp, rank=dinfo.rank, world=dinfo.world)
     results = {"dataset": dataset_name, "train_size": len(train_ds), "val_size": len(val_ds), "steps": total,
                "encoder": "random-init" if cfg.random_init is not None else "pretrained",
-               "checkpoint": str(source), "sha256": source_sha,
-               **evaluate(model, val_ds, eval_tf, device, amp=amp), "seconds_since_start": time.perf_counter() - began}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / "COMPLETE").write_text("results.json\n")
-    log(f"finished: top-1 {results['top1']:.4f} on {len(val_ds)} {dataset_name} validation images")
+               "checkpoint": str(source), "sha256": source_sha, "ranks": dinfo.world,
+               **scores, "seconds_since_start": time.perf_counter() - began}
+    if main:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (run_dir / "COMPLETE").write_text("results.json\n")
+        log(f"finished: top-1 {results['top1']:.4f} on {scores['evaluated']} {dataset_name} validation images")
+    distributed.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the results
     return results

@@ -101,12 +101,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA device computes bf16 in hardware (compute capability 8.0, Ampere, or newer).
+
+    ``torch.cuda.is_bf16_supported()`` is not this test: it also answers True where bf16 is only
+    emulated (Volta, Turing), which runs several times slower than fp16 with a GradScaler there.
+    """
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None means fp32. 'auto': bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU."""
+    """None means fp32. 'auto': bf16 on GPUs with native bf16 (capability >= 8.0), fp16 (which the
+    callers pair with a GradScaler) on older GPUs, fp32 on CPUs. Explicit values are taken as given."""
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
