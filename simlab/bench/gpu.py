@@ -1,43 +1,290 @@
-"""The ``gpu`` check (``bench/gpu_check.sh``): on one GPU, in a few minutes,
+"""The ``gpu`` check (``bench/gpu_check.sh``): on one GPU, in about six minutes, one JSON object with
 
-- the ``vit-b16-paper`` SiM step at batch 128 under bf16 autocast with fused AdamW: images/s,
-  FLOP per image (FlopCounterMode), MFU against a bf16 matmul peak measured in the same run,
-  and peak memory;
-- the device-side data path at 224 px on the same GPU (uint8 sources of 500x375 in, both views
-  cropped, coloured and normalised there): pairs/s, and whether it keeps up with the step;
-  the host's share (JPEG decode per core, pinned host-to-device copy of a uint8 batch);
-- the views made on the GPU against the same views made on the CPU (largest difference).
+- ``precision_auto``: what ``precision=auto`` resolves to here (bf16 where the GPU computes bf16
+  natively, compute capability >= 8.0; fp16 with a GradScaler below that);
+- the ``vit-b16-paper`` SiM step at batch 128 under bf16 autocast with fused AdamW, eager (top-level
+  keys) and under ``torch.compile`` (``compiled``): images/s, FLOP per image (FlopCounterMode), MFU
+  against a bf16 matmul peak measured in the same run, peak memory, and the compilation's seconds
+  apart from the steps';
+- the device-side data path at 224 px on the same GPU (uint8 500x375 sources in, both views cropped,
+  coloured and normalised there): pairs/s against the step's demand, and the host's share: JPEG
+  decoding on all cores (a process pool) and the pinned host-to-device copy;
+- the views made on the GPU against the same views made on the CPU (largest difference), and the
+  pixel-geometry check (``simlab.bench.geometry``) run on the GPU: how far, in patches, each view-2
+  patch centre lands from where ``relative_coords`` says;
+- ``pretrain_run``: a ``cifar-vit-s``-sized SiM pretraining on ``shapes`` at 32 px, sized from a
+  measured step to take about two minutes: started by ``simlab pretrain`` and SIGKILLed a fifth of
+  the way, then finished by the ``02_pretrain`` notebook under papermill on the same folder, which
+  must resume from the last checkpoint and complete (``notebook`` says ``skipped: <reason>`` where
+  papermill or a kernel is missing, and the same config then resumes through
+  ``simlab.train.pretrain``); images/s of the resumed part; ``simlab probe`` on its checkpoint.
 
-``--dry-run`` runs the same code on the CPU at toy sizes (``tiny`` preset, 32 px, batch 4), so
-the script is known to work before GPU time is spent on it.
+``--dry-run`` runs the same code on the CPU at toy sizes (``tiny`` preset, batch 4, a few steps; no
+torch.compile), so the script is known to work before GPU time is spent on it; there every part
+must succeed, while on the GPU a part that fails is reported as ``failed: ...`` and the others
+still run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TARGET_S = 120.0  # the notebook run's training time on the GPU
+
+
+# ---------------------------------------------------------------------------- host JPEG decoding
+_JPEGS: list[bytes] = []
+
+
+def _init_decoder(jpegs: list[bytes]) -> None:
+    global _JPEGS
+    _JPEGS = jpegs
+
+
+def _decode_many(n: int) -> int:
+    """A pool worker's task: decode ``n`` of the JPEGs to RGB arrays (PIL and numpy only: the worker is
+    a fork of a process that may hold CUDA and thread pools, which it must not touch)."""
+    import numpy as np
+    from PIL import Image
+    for k in range(n):
+        with Image.open(io.BytesIO(_JPEGS[k % len(_JPEGS)])) as im:
+            np.asarray(im.convert("RGB"))
+    return n
+
+
+def host_decode_rate(jpegs: list[bytes], workers: int, per_task: int, tasks: int) -> float:
+    """JPEG decodes per second on a pool of ``workers`` processes (started and warmed before timing)."""
+    import multiprocessing as mp
+    with warnings.catch_warnings():  # Python 3.12 warns about forking a threaded process; the workers run PIL only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pool = mp.get_context("fork").Pool(workers, initializer=_init_decoder, initargs=(jpegs,))
+        try:
+            pool.map(_decode_many, [2] * workers, chunksize=1)  # every worker up, PIL imported
+            start = time.perf_counter()
+            done = sum(pool.map(_decode_many, [per_task] * tasks, chunksize=1))
+            return done / (time.perf_counter() - start)
+        finally:
+            pool.terminate()
+            pool.join()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- the step under torch.compile
+def compiled_step_stats(cfg, batch_size: int, device: torch.device, backend: str = "inductor", repeats: int = 10,
+                        warmup: int = 3) -> dict:
+    """images/s of the training step of ``train_step_stats`` with the model under ``torch.compile``;
+    ``compile_s``: the first ``1 + warmup`` steps' time beyond that many steady steps (tracing,
+    compiling forward and backward, and any recompilation), peak memory of the steady steps."""
+    from ..train import autocast_dtype, build_model, param_groups
+    from . import synthetic_batch, timed
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95),
+                            **({"fused": True} if device.type == "cuda" else {}))
+    amp = autocast_dtype(cfg.train.precision, device)
+    batch = synthetic_batch(cfg, batch_size, device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    compiled = torch.compile(model, backend=backend)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    def step():
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, _ = compiled(batch, momentum=0.996)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    start = time.perf_counter()
+    for _ in range(1 + warmup):
+        step()
+    first = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = timed(step, repeats=repeats, warmup=0)
+    return {"backend": backend, "step_s": t, "images_per_s": batch_size / t,
+            "compile_s": max(first - (1 + warmup) * t, 0.0),
+            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
+
+
+# ---------------------------------------------------------------------------- the pretraining run
+def _records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "SIMLAB_FAULT"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**env, **extra}
+
+
+def _notebook_text(path: Path) -> str:
+    """Everything an executed notebook's cells printed (its stream outputs)."""
+    nb = json.loads(path.read_text())
+    return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", ())
+                   if o.get("output_type") == "stream")
+
+
+def pretrain_run(work: Path, device: torch.device, dry_run: bool, strict: bool) -> dict:
+    """A short pretraining, killed and resumed: ``simlab pretrain`` in a subprocess, SIGKILLed (by
+    ``SIMLAB_FAULT`` on rank 0) before step ``kill_at``; then the ``02_pretrain`` notebook under
+    papermill on the same run folder and config, which must resume from the last checkpoint and
+    complete (``simlab.train.pretrain`` in this process where papermill or a kernel is missing);
+    images/s of the resumed part; then ``simlab probe`` on the finished run."""
+    from ..notebooks import defaults, pretrain_config
+    from ..presets import run_config
+    from . import train_step_stats
+    name = "tiny" if dry_run else "cifar-vit-s"
+    fixed = ["progress=false", "knn_every=0"]
+    if dry_run:
+        steps, kill_at, every, log_every = 6, 3, 1, 1
+    else:
+        # the run's length from one measured step, so it trains for about RUN_TARGET_S; the
+        # preset's 40-epoch warmup would outlast so short a run: warm up over 5 % of it instead
+        fixed += ["warmup_epochs=none", "warmup_frac=0.05"]
+        cfg = run_config(name, fixed, dataset="shapes")
+        step_s = train_step_stats(cfg, cfg.train.batch_size, device, repeats=5, flops=False)["step_s"]
+        steps = int(min(max(RUN_TARGET_S / step_s, 200), 20_000))
+        kill_at = steps // 5
+        every, log_every = max(kill_at // 2, 1), 20
+    overrides = [*fixed, f"log_every={log_every}", f"checkpoint_every={every}"]
+    params = {"preset": name, "dataset": "shapes", "steps": steps, "overrides": overrides}
+    run_dir = work / "pretrain"
+    train_dir = run_dir / "train"  # where 02_pretrain trains
+    cfg = pretrain_config({**defaults("02_pretrain"), **params, "run_dir": str(run_dir)})
+    out: dict = {"preset": name, "dataset": "shapes", "image_size": cfg.data.image_size, "steps": steps,
+                 "batch_size": cfg.train.batch_size, "killed_before_step": kill_at}
+
+    # 1. the same run from the command line, killed outright part-way
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "simlab", "pretrain", "--preset", name, "--dataset", "shapes", "--steps", str(steps),
+           "--out", str(train_dir), *(x for o in overrides for x in ("--set", o))]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env=_env(SIMLAB_FAULT=f"0:{kill_at}:kill"))
+    out["killed_exit_code"] = killed.returncode  # -9: SIGKILL
+    saved = sorted((train_dir / "checkpoints").glob("ckpt_*.pt")) if (train_dir / "checkpoints").exists() else []
+    out["checkpoints_after_kill"] = [int(p.stem.split("_")[1]) for p in saved]
+    if killed.returncode != -9:
+        out["killed_stderr_tail"] = killed.stderr[-1500:]
+    out["killed_run_s"] = time.perf_counter() - start
+
+    # 2. the notebook on the same folder: it must resume and finish
+    start = time.perf_counter()
+    text = ""
+    try:
+        import ipykernel  # noqa: F401 - the kernel papermill starts needs it
+        import papermill  # noqa: F401
+    except ImportError as e:
+        out["notebook"] = f"skipped: {e} (run bench/gpu_wheels.sh where PyPI is reachable, carry .whl/)"
+    else:
+        from ..notebooks import run_notebook
+        try:
+            text = _notebook_text(run_notebook("02_pretrain", run_dir, params, progress=False))
+            out["notebook"] = "ran"
+        except Exception as e:  # a missing kernel, or a failing cell: said, and the run done without it
+            if strict:
+                raise
+            out["notebook"] = f"failed: {type(e).__name__}: {str(e)[:500]}"
+    if out["notebook"] != "ran":
+        from ..train import pretrain
+        messages: list[str] = []
+        pretrain(cfg, train_dir, log=messages.append)
+        text = "\n".join(messages)
+    out["resumed_run_s"] = time.perf_counter() - start
+    found = re.search(r"resuming .* from step (\d+)", text)
+    records = _records(train_dir)
+    resumed = int(found.group(1)) if found else None
+    out.update(resumed_from_step=resumed, last_logged_step=records[-1]["step"] if records else None,
+               complete=(train_dir / "COMPLETE").exists())
+    out["resumes_after_kill"] = (killed.returncode == -9 and resumed is not None and 0 < resumed <= kill_at
+                                 and out["complete"] and out["last_logged_step"] == steps)
+    # images/s of the resumed part; its first window holds the start-up
+    after = [r["images_per_s"] for r in records if "images_per_s" in r and r["step"] > (resumed or 0)]
+    out["images_per_s"] = statistics.median(after[1:] or after) if after else None
+    out["final_loss"] = records[-1]["loss"] if records else None
+
+    # 3. simlab probe on the run folder (its newest checkpoint), small sizes
+    from ..cli import main as simlab_main
+    probe_json = work / "probe.json"
+    # train images, test images, dense view pairs: small, as the dense probe fits a logistic regression
+    # on every train image's 64 patch tokens (on the host)
+    sizes = ("60", "30", "16") if dry_run else ("1000", "500", "256")
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the command's table; the JSON file is what counts
+        code = simlab_main(["probe", "--checkpoint", str(train_dir), "--train-size", sizes[0],
+                            "--test-size", sizes[1], "--dense-pairs", sizes[2], "--out", str(probe_json)])
+    out["probe_s"] = time.perf_counter() - start
+    out["probe"] = json.loads(probe_json.read_text()) if code == 0 and probe_json.exists() else f"failed: exit {code}"
+    return out
+
+
+def _part(out: dict, key: str, fn: Callable[[], object], strict: bool) -> None:
+    """``out[key] = fn()``; on the GPU a failing part is reported and the check goes on."""
+    try:
+        out[key] = fn()
+    except Exception as e:
+        if strict:
+            raise
+        out[key] = f"failed: {type(e).__name__}: {str(e)[:500]}"
 
 
 def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
     from ..config import AugConfig
     from ..presets import preset
+    from ..train import autocast_dtype
     from ..views import TwoViewTransform
     from . import decode, hardware, synthetic_photo, timed, train_step_stats
+    from .geometry import geometry_error
 
     dry_run = dry_run or quick
     if not dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu check: no CUDA device here; use --dry-run to try it on the CPU")
+    began = time.perf_counter()
     device = torch.device("cpu" if dry_run else "cuda")
+    strict = dry_run  # the dry run is the test of this script: there nothing may fail quietly
     if dry_run:
         cfg, batch_size, source, view_size, views_batch = preset("tiny"), 4, (60, 80), 32, 8
     else:
         cfg, batch_size, source, view_size, views_batch = preset("vit-b16-paper"), 128, (375, 500), 224, 128
+        cfg.train.precision = "bf16"  # the check's step is the bf16 one; what 'auto' picks is reported apart
         torch.backends.cuda.matmul.allow_tf32 = True
+    # --- the host's JPEG decoding on all cores: first, before anything starts CUDA (hardware() does),
+    # as the pool forks this process
+    jpegs = [synthetic_photo(*source, seed=k) for k in range(8)]
+    cores = usable_cores()
+    decode_rate = host_decode_rate(jpegs, cores, per_task=4 if dry_run else 32, tasks=cores * (2 if dry_run else 4))
     out: dict = {"hardware": hardware(), "device": str(device), "dry_run": dry_run,
                  "preset": "tiny" if dry_run else "vit-b16-paper"}
 
-    # --- the step (precision auto: bf16 autocast on the GPU, fp32 on the CPU; fused AdamW on CUDA)
+    # --- precision=auto on this device
+    auto = autocast_dtype("auto", device)
+    out["precision_auto"] = str(auto or torch.float32).replace("torch.", "")
+    if device.type == "cuda":
+        out["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        out["precision_auto_is_bf16"] = auto == torch.bfloat16
+
+    # --- the step, eager (precision bf16 on the GPU, fp32 on the CPU; fused AdamW on CUDA)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stats = train_step_stats(cfg, batch_size, device, repeats=3 if dry_run else 10, warmup=2 if dry_run else 5,
@@ -47,10 +294,23 @@ def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
                peak_memory_gb=torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
+    # --- the same step under torch.compile (inductor). Not in the dry run: tracing SiM's step alone
+    # takes about 12 CPU seconds there (even with the eager backend), more than the rest of the step checks
+    def compiled() -> dict:
+        torch.cuda.empty_cache()
+        res = compiled_step_stats(cfg, batch_size, device, backend="inductor", repeats=10, warmup=3)
+        res["mfu"] = res["images_per_s"] * stats["flop_per_image"] / stats["matmul_peak_flops"]
+        res["speedup_vs_eager"] = res["images_per_s"] / ips
+        return res
+    if dry_run:
+        out["compiled"] = "skipped: the dry run does not compile (tracing alone takes ~12 CPU seconds)"
+    else:
+        _part(out, "compiled", compiled, strict)
+    demand = max(ips, out["compiled"]["images_per_s"] if isinstance(out["compiled"], dict) else 0.0)
+
     # --- the device-side data path
     aug = AugConfig(crop_scale=(0.08, 1.0))
     tf = TwoViewTransform(aug, view_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    jpegs = [synthetic_photo(*source, seed=k) for k in range(8)]
     host = torch.stack([decode(jpegs[k % 8]) for k in range(views_batch)])  # uint8 (B, 3, H, W)
     if device.type == "cuda":
         host = host.pin_memory()
@@ -61,14 +321,27 @@ def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
     views_s = timed(lambda: (tf(on_device, idx, 0, geoms=geoms), sync()), repeats=5, warmup=2)
     decode_s = timed(lambda: [decode(j) for j in jpegs], repeats=3, warmup=1) / len(jpegs)
     pairs_per_s = views_batch / (views_s + copy_s)
-    cores = os.cpu_count() or 1
     out.update(views_pairs_per_s=pairs_per_s, views_copy_s=copy_s, views_transform_s=views_s,
-               decode_per_s_per_core=1.0 / decode_s, host_cores=cores,
-               data_path_keeps_up=pairs_per_s >= ips and cores / decode_s >= ips)
+               step_demand_images_per_s=demand, views_vs_demand=pairs_per_s / demand,
+               decode_per_s_per_core=1.0 / decode_s, host_cores=cores, host_decode_per_s=decode_rate,
+               host_decode_vs_demand=decode_rate / demand,
+               data_path_keeps_up=pairs_per_s >= demand and decode_rate >= demand)
 
-    # --- the same views on the CPU
+    # --- the same views on the CPU, and the pixel geometry of views made on this device
     cpu_views = tf(host[:8].cpu(), idx[:8], 0, geoms=tuple(g.select(slice(0, 8)) for g in geoms))
     dev_views = tf(on_device[:8], idx[:8], 0, geoms=tuple(g.select(slice(0, 8)) for g in geoms))
     out["views_max_abs_diff_vs_cpu"] = max(float((a.cpu() - b).abs().max())
                                            for a, b in zip(dev_views[:2], cpu_views[:2]))
+    _part(out, "geometry", lambda: geometry_error(device, per_flip=1 if dry_run else 6), strict)
+
+    # --- a short pretraining through the notebook, its probe, and a killed run that resumes
+    if dry_run:
+        with tempfile.TemporaryDirectory(prefix="simlab-gpu-dry-") as work:
+            _part(out, "pretrain_run", lambda: pretrain_run(Path(work), device, dry_run, strict), strict)
+    else:
+        work = ROOT / "runs" / "gpu_check"  # kept for a look afterwards; a rerun starts afresh
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _part(out, "pretrain_run", lambda: pretrain_run(work, device, dry_run, strict), strict)
+    out["check_s"] = time.perf_counter() - began
     return out
