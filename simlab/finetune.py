@@ -220,7 +220,7 @@ def param_groups(model: Classifier, weight_decay: float, layer_decay: float) -> 
 
 
 def lr_at(cfg: FinetuneConfig, step: int, steps_per_epoch: int, total: int) -> float:
-    from .train import warmup_cosine
+    from .schedules import warmup_cosine
     return float(warmup_cosine(step, cfg.warmup_epochs * steps_per_epoch, total, cfg.peak_lr(), cfg.min_lr))
 
 
@@ -357,7 +357,7 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
     (and left again if this call joined it), rank 0 alone writes the run folder.
     """
     from . import distributed
-    from .train import resolve_device
+    from .devices import resolve_device
 
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -378,7 +378,10 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
     from .checkpoint import load_checkpoint, load_encoder
     from .data import build_dataset
     from .pipeline import StepBatches
-    from .train import MetricsLog, NonFiniteError, _StopOnSigterm, autocast_dtype
+    from .devices import autocast_dtype
+    from .runfolder import MetricsLog
+    from .signals import StopOnSignal
+    from .train import NonFiniteError
 
     main = dinfo.main
     if not main:
@@ -477,7 +480,7 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
     model.train()
     began = time.perf_counter()
     try:
-        with _StopOnSigterm() as sigterm:
+        with StopOnSignal() as sigterm:
             for images, labels, step in loader:
                 images = images.to(device, non_blocking=True)  # (B_rank, C, S, S)
                 labels = labels.to(device, non_blocking=True)  # (B_rank,)

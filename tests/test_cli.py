@@ -185,7 +185,7 @@ def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, mon
 
 
 def test_a_second_ctrl_c_stops_at_once():
-    from simlab.train import _StopOnSigterm
+    from simlab.signals import StopOnSignal as _StopOnSigterm
     before = signal.getsignal(signal.SIGINT)
     with _StopOnSigterm() as stop:
         os.kill(os.getpid(), signal.SIGINT)  # the first: a request, honoured at the step boundary
@@ -197,7 +197,7 @@ def test_a_second_ctrl_c_stops_at_once():
 
 def test_an_ignored_sigint_stays_ignored():
     """A background job starts with SIGINT ignored; training must not make it interruptible."""
-    from simlab.train import _StopOnSigterm
+    from simlab.signals import StopOnSignal as _StopOnSigterm
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with _StopOnSigterm():
@@ -209,7 +209,7 @@ def test_an_ignored_sigint_stays_ignored():
 def test_a_stop_is_honoured_only_once_its_step_is_saved():
     """A signal landing between the save decision and the stop check (none was due) stops after the next
     step, which is saved, so 'saved step N' is always true; a rank that saves nothing stops at once."""
-    from simlab.train import Terminated, _StopOnSigterm
+    from simlab.signals import StopOnSignal as _StopOnSigterm, Terminated
     said = []
     stop = _StopOnSigterm()
     assert not stop.checkpoint_due(5, 100, 10)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from simlab import finetune as ft
-from simlab import train
+from simlab import devices
 from simlab.checkpoint import SHIPPED_CHECKPOINT, list_checkpoints, load_checkpoint
-from simlab.train import autocast_dtype
+from simlab.devices import autocast_dtype
 
 QUIET = dict(log=lambda *_: None)
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
@@ -71,9 +71,9 @@ class RecordingScaler(torch.amp.GradScaler):
 def fp16_on_cpu(monkeypatch):
     """Fine-tuning on the CPU under fp16 autocast, as ``auto`` picks on a GPU without native bf16
     (the real rule with the capability mocked), with RecordingScaler in place of torch's GradScaler."""
-    real = train.autocast_dtype
+    real = devices.autocast_dtype
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
-    monkeypatch.setattr(train, "autocast_dtype", lambda precision, device: real(precision, torch.device("cuda")))
+    monkeypatch.setattr(devices, "autocast_dtype", lambda precision, device: real(precision, torch.device("cuda")))
     monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
     RecordingScaler.calls = []
     RecordingScaler.init_scale = 2.0 ** 16

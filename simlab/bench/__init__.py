@@ -177,7 +177,8 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch and,
     with ``flops``, FLOP per image of forward + backward (FlopCounterMode) and utilisation against
     the ``peak_n``-cubed matmul peak measured in the same process, dtype and thread count."""
-    from ..train import autocast_dtype, build_model, param_groups
+    from ..devices import autocast_dtype
+    from ..train import build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_model(cfg).to(dev).train()

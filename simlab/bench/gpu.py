@@ -94,7 +94,8 @@ def compiled_step_stats(cfg, batch_size: int, device: torch.device, backend: str
     """images/s of the training step of ``train_step_stats`` with the model under ``torch.compile``;
     ``compile_s``: the first ``1 + warmup`` steps' time beyond that many steady steps (tracing,
     compiling forward and backward, and any recompilation), peak memory of the steady steps."""
-    from ..train import autocast_dtype, build_model, param_groups
+    from ..devices import autocast_dtype
+    from ..train import build_model, param_groups
     from . import synthetic_batch, timed
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
@@ -252,7 +253,7 @@ def _part(out: dict, key: str, fn: Callable[[], object], strict: bool) -> None:
 def bench_gpu(quick: bool = False, dry_run: bool = False) -> dict:
     from ..config import AugConfig
     from ..presets import preset
-    from ..train import autocast_dtype
+    from ..devices import autocast_dtype
     from ..views import TwoViewTransform
     from . import decode, hardware, synthetic_photo, timed, train_step_stats
     from .geometry import geometry_error
