@@ -97,6 +97,21 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel when a group is active, else itself.
+
+    Buffers are not broadcast: simlab's are computed from global statistics already (BatchNorm's
+    running statistics and the EMA F, through :func:`sum_with_grad`) or are fixed tables. Newer
+    torch renames the flag and warns; the old name works on 2.11+."""
+    if not active():
+        return model
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

@@ -32,7 +32,6 @@ import math
 import os
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -443,13 +442,7 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
     elif main:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     metrics = MetricsLog(run_dir, start if resume_path is not None else None) if main else None
-    net = model
-    if distributed.active():
-        # the only buffer (the fixed sin-cos position table) is the same everywhere: nothing to broadcast
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-            net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    net = distributed.wrap_ddp(model, device)  # its only buffer, the sin-cos table, is the same everywhere
 
     train_tf, eval_tf = transforms(cfg, model.preprocess)
     from timm.data import Mixup

@@ -18,7 +18,6 @@ import contextlib
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -198,14 +197,7 @@ def _set_up(cfg: Config, run_dir: Path, device: torch.device, dinfo, log) -> _Ru
         del ckpt
     elif dinfo.main:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-    net = model
-    if distributed.active():
-        # buffers (BatchNorm running stats, EMA F) are computed from global statistics already, so
-        # DDP need not broadcast them (newer torch renames the flag and warns; the old name works on 2.11+)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-            net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    net = distributed.wrap_ddp(model, device)
     # what the encoder expects, recorded in every checkpoint: the views' normalisation (configured or the dataset's)
     preprocess = preprocess_of(cfg, dataset.in_chans, dataset.mean if cfg.aug.mean is None else cfg.aug.mean,
                                dataset.std if cfg.aug.std is None else cfg.aug.std)

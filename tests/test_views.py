@@ -13,68 +13,12 @@ from simlab.pos_embed import grid_coords
 from simlab.views import (GEOM_DRAWS, TwoViewTransform, ViewGeometry, overlap_fraction, relative_coords,
                           relative_scales, sample_geometry)
 
-H, W, S, P = 60, 80, 32, 4  # source size, view size, patch size
-G = S // P
+# the check's pieces live in the package (simlab.bench.geometry), so the GPU check runs the same maths
+from simlab.bench.geometry import G, H, W, make_views, pixel_truth
 
 # the geometry holds wherever the views are made: the loader's CPU and, where there is one, the GPU
 # (device-side augmentation runs the same transform there)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-NO_PHOTO = AugConfig(jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0),
-                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-def coordinate_image(h=H, w=W):
-    """A float image whose pixels hold their own source coordinates: (y, x, 0) at pixel centres."""
-    ys = torch.arange(h, dtype=torch.float32) + 0.5
-    xs = torch.arange(w, dtype=torch.float32) + 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([yy, xx, torch.zeros_like(yy)])
-
-
-def make_views(g1, g2, h=H, w=W, device="cpu"):
-    """The real transform, photometric ops off, on a batch of coordinate images (made on ``device``)."""
-    B = len(g1.top)
-    images = coordinate_image(h, w)[None].expand(B, -1, -1, -1).contiguous().to(device)
-    tf = TwoViewTransform(NO_PHOTO, S, (0, 0, 0), (1, 1, 1))
-    out = tf(images, torch.arange(B), geoms=(g1, g2))
-    return out.view1.cpu(), out.view2.cpu()
-
-
-def pixel_truth(view1, view2, g1, g2, h=H, w=W):
-    """Where each view-2 patch centre lands in view 1's patch grid, read from the pixels alone.
-
-    Returns (B, N, 2) positions and a (B, N) validity mask: patches touching pixels
-    whose source footprint reaches the image border (where sampling clamps) are excluded.
-    """
-    B = view1.shape[0]
-    out = torch.full((B, G * G, 2), float("nan"))
-    for b in range(B):
-        def usable(view, g):
-            y, x = view[b, 0].double(), view[b, 1].double()
-            my = float(g.height[b]) / S + 1.0  # footprint of one view pixel in source pixels, plus margin
-            mx = float(g.width[b]) / S + 1.0
-            return (y > my) & (y < h - my) & (x > mx) & (x < w - mx)
-
-        # view 1 is affine per axis: fit source y against its row, x against its column
-        ok1 = usable(view1, g1)
-        rows, cols = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
-                                    indexing="ij")
-        ay = torch.linalg.lstsq(torch.stack([rows[ok1], torch.ones_like(rows[ok1])], 1),
-                                view1[b, 0].double()[ok1][:, None]).solution[:, 0]
-        ax = torch.linalg.lstsq(torch.stack([cols[ok1], torch.ones_like(cols[ok1])], 1),
-                                view1[b, 1].double()[ok1][:, None]).solution[:, 0]
-        ok2 = usable(view2, g2)
-        for r in range(G):
-            for c in range(G):
-                sl = (slice(r * P, (r + 1) * P), slice(c * P, (c + 1) * P))
-                if not bool(ok2[sl].all()):
-                    continue
-                sy, sx = view2[b, 0][sl].double().mean(), view2[b, 1][sl].double().mean()  # patch centre, in source
-                a = (sy - ay[1]) / ay[0]  # view-1 pixel index (centre of pixel k at k)
-                bb = (sx - ax[1]) / ax[0]
-                out[b, r * G + c] = torch.stack([(a + 0.5) / P - 0.5, (bb + 0.5) / P - 0.5]).float()
-    return out, ~out[..., 0].isnan()
 
 
 def geom(rows):

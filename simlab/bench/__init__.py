@@ -202,10 +202,10 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops
     out = {"batch_size": batch_size, "step_s": t, "images_per_s": ips,
            "precision": str(amp or torch.float32).replace("torch.", "")}
     if flops:
-        flop_per_image = count_flops(model, batch, amp) / batch_size
+        per_image = count_flops(model, batch, amp) / batch_size
         opt.zero_grad(set_to_none=True)
         peak = matmul_peak(amp or torch.float32, n=peak_n, device=dev)
-        out.update(flop_per_image=flop_per_image, matmul_peak_flops=peak, utilisation=ips * flop_per_image / peak)
+        out.update(flop_per_image=per_image, matmul_peak_flops=peak, utilisation=ips * per_image / peak)
     return out
 
 
