@@ -40,8 +40,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import FORMAT, SCHEMA, code_version, newest_valid, resolve_checkpoint, save_step, sha256_of
-from .config import ConfigError, _check, _check_prob, apply_overrides, check_same_definition
+from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, code_version, newest_valid,
+                         resolve_checkpoint, save_step, sha256_of)
+from .config import ConfigError, _check, _check_prob, apply_overrides, check_finished_run, check_same_definition
 
 
 @dataclass
@@ -364,8 +365,11 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     joined = not distributed.active()
     dinfo = distributed.init_from_env(device, cfg.dist_timeout)
+    run_dir = check_run_folder(run_dir)
     try:
-        return _finetune(checkpoint, cfg, Path(run_dir), device, dinfo, log)
+        # pretraining's rules: a start that fails before it records anything leaves nothing behind
+        with CleanFailedStart(run_dir, active=dinfo.main):
+            return _finetune(checkpoint, cfg, run_dir, device, dinfo, log)
     finally:
         if joined:  # the CLI leaves the group to whoever joined it
             distributed.shutdown()
@@ -376,7 +380,7 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
     from . import distributed
     from .checkpoint import load_checkpoint, load_encoder
     from .data import build_dataset
-    from .pipeline import StepBatches
+    from .pipeline import StepBatches, ignore_sigint
     from .devices import autocast_dtype
     from .runfolder import MetricsLog
     from .signals import StopOnSignal
@@ -392,6 +396,10 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
         run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
     if (run_dir / "COMPLETE").exists():
+        if (run_dir / "config.json").exists():  # the same definition does nothing; another is refused
+            saved = json.loads((run_dir / "config.json").read_text())
+            check_finished_run({k: v for k, v in saved.items() if k not in cfg.EXECUTION_FIELDS},
+                               cfg.defining_dict(), run_dir)
         log(f"{run_dir} is complete; nothing to do")
         return json.loads((run_dir / "results.json").read_text())
     source = resolve_checkpoint(checkpoint)
@@ -453,7 +461,8 @@ def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.devi
                  LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
     sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, total, start, rank=dinfo.rank, world=dinfo.world)
     loader = torch.utils.data.DataLoader(KeyedBatches(train_ds, train_tf, cfg.seed), batch_size=None, sampler=sampler,
-                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                         worker_init_fn=ignore_sigint if cfg.num_workers else None)
 
     def save(step: int) -> Path:
         ckpt = {"format": FORMAT, "schema": SCHEMA, "kind": "finetune", "model": model.state_dict(),

@@ -81,6 +81,11 @@ def test_an_interrupted_fine_tune_resumes_bitwise_and_reruns_do_nothing(tmp_path
     messages.clear()
     assert ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "split", log=messages.append) == again
     assert any("nothing to do" in m for m in messages)
+    # a finished fine-tune asked for with another definition is refused, as a finished pretraining is
+    with pytest.raises(ConfigError, match="finished run defined differently(.|\n)*label_smoothing"):
+        ft.finetune(SHIPPED_CHECKPOINT, ft.finetune_config("tiny", [
+            "steps=16", "checkpoint_every=5", "keep_checkpoints=5", "train_size=640", "val_size=100",
+            "label_smoothing=0.3"]), tmp_path / "split", **QUIET)
     (tmp_path / "split" / "COMPLETE").unlink()
     with pytest.raises(ConfigError, match="layer_decay"):
         ft.finetune(SHIPPED_CHECKPOINT, ft.finetune_config("tiny", ["steps=16", "train_size=640", "val_size=100",
