@@ -45,20 +45,31 @@ def floor_rows(floors: dict) -> list[dict]:
     return rows
 
 
-def logged_train_seconds(metrics_path: Path, batch_size: int) -> float:
-    """Training wall time summed over the metrics log's windows (images / images_per_s), so that a run
-    resumed after an interruption still reports the time of all its steps, and only those."""
-    seconds, prev, high = 0.0, 0, 0
+def train_seconds_by_step(metrics_path: Path, batch_size: int) -> list[tuple[int, float]]:
+    """(step, training seconds up to that step) at every logged step, from the metrics log's windows
+    (images / images_per_s); a resumed run re-logs the steps it replays, and each step counts once."""
+    out, seconds, prev, high = [], 0.0, 0, 0
     for line in metrics_path.read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
         if "images_per_s" not in record:
             continue
         step = record["step"]
-        if step > high:  # a resumed run re-logs the steps it replays: count each step once
+        if step > high:
             seconds += (step - max(prev, high)) * batch_size / record["images_per_s"]
             high = step
+            out.append((step, seconds))
         prev = step
-    return seconds
+    return out
+
+
+def logged_train_seconds(metrics_path: Path, batch_size: int) -> float:
+    """Training wall time summed over the metrics log's windows, so that a run resumed after an
+    interruption still reports the time of all its steps, and only those."""
+    timeline = train_seconds_by_step(metrics_path, batch_size)
+    return timeline[-1][1] if timeline else 0.0
 
 
 def _cached(path: Path, compute) -> dict:

@@ -133,3 +133,22 @@ def test_sweep_spec_file_and_point_errors_name_the_point(tmp_path):
     assert [p.name for p in points(spec)][:2] == ["neg_weight=0,seed=0", "neg_weight=0,seed=1"]
     with pytest.raises(ConfigError, match="sweep point mask_ratio=2,seed=0: mask_ratio"):
         SweepSpec("tiny", {"mask_ratio": ["2"]}).validate()
+
+
+def test_speedrun_places_each_checkpoint_on_the_training_clock(tmp_path):
+    from simlab.bench import main as bench_main
+    assert bench_main(["speedrun", "--quick", "--out", str(tmp_path), "--json"]) == 0
+    for objective in ("sim", "mae", "id"):
+        curve = json.loads(next((tmp_path / objective).glob("speedrun_probe_00000006.json")).read_text())
+        assert 0.0 <= curve["linear"] <= 1.0
+    from simlab.bench.speedrun import run_speedrun
+    report = run_speedrun(tmp_path, preset_name="tiny", steps=6, every=3, probe_sizes=(200, 100), dense_pairs=32,
+                          log=lambda *_: None)  # everything cached: the same report, nothing retrained
+    for objective, res in report["objectives"].items():
+        times = [c["train_seconds"] for c in res["curve"]]
+        assert [c["step"] for c in res["curve"]] == [3, 6] and 0 < times[0] < times[1], objective
+        assert set(res["time_to_threshold_s"]) >= {"linear", "knn", "fg_bg_miou", "class_miou"}
+    sim = report["objectives"]["sim"]["curve"][-1]
+    assert sim["decoder_loss"] > 0 and sim["blind_loss"] > 0
+    assert "decoder_beats_content_blind" in report["objectives"]["sim"]["time_to_threshold_s"]
+    assert 0.0 <= report["random_init"]["knn"] <= 1.0

@@ -277,7 +277,24 @@ def bench_evidence(quick: bool = False, checkpoint=None) -> dict:
     return res
 
 
-BENCHMARKS = {"evidence": bench_evidence, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+def bench_speedrun(quick: bool = False, out: str = "runs/speedrun", steps=None, objectives=None,
+                   overrides=(), seeds=None) -> dict:
+    """Time to quality (simlab.bench.speedrun): each objective's probes against training seconds,
+    the time each first crosses a fixed threshold, and the figure bench/speedrun.png."""
+    from .speedrun import plot_speedrun, run_speedrun
+    kwargs = dict(preset_name="tiny", steps=steps or 6, every=3, probe_sizes=(200, 100), dense_pairs=32) if quick \
+        else dict(preset_name="demo", steps=steps or 0)
+    report = run_speedrun(out, objectives=objectives or ("sim", "mae", "id"), overrides=overrides,
+                          seed=(seeds or [0])[0], **kwargs)
+    if not quick:
+        from .. import viz
+        fig = plot_speedrun(report)
+        fig.savefig("bench/speedrun.png", dpi=100, bbox_inches="tight")
+        viz._pyplot().close(fig)
+    return {"hardware": hardware(), **report}
+
+
+BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
@@ -310,7 +327,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, help="train: batch size (default: per preset)")
     parser.add_argument("--device", help="train, scaling: cpu or cuda (default: cuda when available)")
     parser.add_argument("--checkpoint", help="evidence: checkpoint or run folder (default: the shipped one)")
-    parser.add_argument("--out", default="runs/claim", help="claim: folder of its runs (rerun to resume)")
+    parser.add_argument("--out", default="runs/claim", help="claim, speedrun: folder of its runs (rerun to resume; "
+                        "speedrun's default: runs/speedrun)")
     parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, help="claim: steps of every run (default: 500, equal for all)")
     parser.add_argument("--objective", action="append", help="claim: objective(s) (default: sim mae id)")
@@ -327,6 +345,9 @@ def main(argv=None) -> int:
         kwargs = {"dry_run": args.dry_run}
     if args.name == "evidence":
         kwargs = {"checkpoint": args.checkpoint}
+    if args.name == "speedrun":
+        kwargs = {"out": args.out if args.out != "runs/claim" else "runs/speedrun", "steps": args.steps,
+                  "objectives": args.objective, "overrides": args.set, "seeds": args.seeds}
     if args.name == "claim":
         kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "objectives": args.objective,
                   "overrides": args.set, "datasets": args.datasets}
