@@ -1,41 +1,30 @@
-"""Dataclass configs, their validation and ``key=value`` overrides.
+"""Dataclass configs and their validation.
 
 A run is described by one :class:`Config` made of sections (data, augmentation,
 ...). Every leaf field name is unique across sections, so an override may name a
 field plainly (``crop_scale=0.2,1``) or with its section (``aug.crop_scale=...``).
-Values are parsed by the field's declared type and checked by the section's
-``validate``; every error names the field (nanoGPT's flat config, made typed).
+Values are parsed by the field's declared type (:mod:`simlab.overrides`) and checked
+by the section's ``validate``; every error names the field (nanoGPT's flat config, made typed).
+This module stays the public place for every config name: the override parser and the
+run-definition checks live in their own modules and are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
+from .definition import check_finished_run, check_same_definition
+from .overrides import _sections, all_field_names, apply_overrides, set_field
+from .validation import ConfigError, _check, _check_prob, _check_range
 
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range."""
-
-
-def _check(ok: bool, name: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {msg}")
-
-
-def _check_prob(value: float, name: str) -> None:
-    _check(0.0 <= value <= 1.0, name, f"must be a probability in [0, 1], got {value!r}")
-
-
-def _check_range(pair: tuple, name: str, lo: float, hi: float) -> None:
-    _check(len(pair) == 2, name, f"must be a pair (low, high), got {pair!r}")
-    _check(lo <= pair[0] <= pair[1] <= hi, name,
-           f"must satisfy {lo} <= low <= high <= {hi}, got {pair!r}")
+# simlab.config is the public place for every config name, those defined in the modules above included
+# (tests, notebooks, presets and users import them from here)
+__all__ = ["Config", "DataConfig", "AugConfig", "ModelConfig", "TrainConfig", "ConfigError",
+           "DATASET_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "all_field_names", "apply_overrides", "set_field",
+           "check_same_definition", "check_finished_run"]
 
 
 # The datasets simlab.data can build (DESIGN.md "Datasets").
@@ -325,152 +314,3 @@ class Config:
             else:
                 set_field(cfg, key, value)
         return cfg
-
-
-def _differences(old: dict, new: dict) -> dict:
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-
-
-def check_same_definition(old: dict, new: dict, path) -> None:
-    """Refuse to resume from ``path`` when the run-defining fields differ; the error lists each one."""
-    diff = _differences(old, new)
-    if diff:
-        lines = "\n".join(f"  {k}: checkpoint has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
-        raise ConfigError(f"cannot resume from {path}: the run was defined differently\n{lines}\n"
-                          f"use another --out folder, or the same settings")
-
-
-def check_finished_run(old: dict, new: dict, run_dir, length_keys=("steps", "epochs")) -> None:
-    """The rule for a finished run rerun (pretraining's, and fine-tuning's when it adopts it): the same
-    definition does nothing; any other is refused, with each difference shown.
-
-    ``old`` and ``new`` are flat run-defining dicts (``defining_dict()``: the finished run's, from its
-    ``config.json``, and this command's). A longer run is refused with its own reason: a finished run's
-    warmup-cosine learning-rate and EMA schedules were computed for its own length and have run to
-    their end, so training on would not be the longer run, nor is there one well-defined way to
-    stretch them; a longer run is a new run in a new folder.
-    """
-    diff = _differences(old, new)
-    if not diff:
-        return
-    if set(diff) <= set(length_keys):
-        for key, (was, asked) in diff.items():
-            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (was, asked))
-            if numbers and asked > was:
-                unit = key  # "steps" or "epochs"
-                raise ConfigError(
-                    f"{key}: {run_dir} is a finished run of {was} {unit}; this command asks for {asked}. A "
-                    f"finished run is not extended: its learning-rate and EMA schedules (warmup, then cosine) "
-                    f"were set for {was} {unit} and have ended, so {asked} {unit} would be a different run. "
-                    f"Use a new --out folder for it")
-    lines = "\n".join(f"  {k}: the run has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
-    raise ConfigError(f"{run_dir} is a finished run defined differently:\n{lines}\n"
-                      f"use a new --out folder for these settings (the run's own settings do nothing)")
-
-
-def _sections(cfg: Config) -> list[str]:
-    return [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-
-
-def _locate(cfg: Config, key: str) -> tuple[Any, dataclasses.Field]:
-    """The dataclass holding ``key`` (``name`` or ``section.name``) and its field."""
-    if "." in key:
-        section, name = key.split(".", 1)
-        owners = [getattr(cfg, section)] if section in _sections(cfg) else []
-    else:
-        name = key
-        owners = [cfg] + [getattr(cfg, s) for s in _sections(cfg)]
-    for owner in owners:
-        for f in dataclasses.fields(owner):
-            if f.name == name and not dataclasses.is_dataclass(getattr(owner, name)):
-                return owner, f
-    raise ConfigError(f"{key}: unknown setting; {_suggest(cfg, key)}")
-
-
-def _suggest(cfg: Config, key: str) -> str:
-    """A short hint for an unknown key: the closest field names (difflib), not the whole list."""
-    name = key.split(".")[-1]
-    sections = _sections(cfg)
-    owners = [s for s in sections if name in [f.name for f in dataclasses.fields(getattr(cfg, s))]]
-    if owners and "." in key:  # a real field under the wrong section
-        return f"did you mean '{owners[0]}.{name}'?"
-    close = difflib.get_close_matches(name, sorted(set(all_field_names(cfg))), n=3, cutoff=0.75)
-    if close:
-        return f"did you mean {' or '.join(repr(c) for c in close)}?"
-    return (f"settings are the fields of the {', '.join(sections)} sections of simlab.config.Config "
-            f"(simlab/config.py), e.g. neg_weight, crop_scale, lr, batch_size")
-
-
-def all_field_names(cfg: Config) -> list[str]:
-    names = [f.name for f in dataclasses.fields(cfg) if f.name not in _sections(cfg)]
-    for s in _sections(cfg):
-        names += [f.name for f in dataclasses.fields(getattr(cfg, s))]
-    return names
-
-
-def _parse(tp: Any, raw: Any, name: str) -> Any:
-    """Convert ``raw`` (a string from the command line, or a JSON/Python value) to type ``tp``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _parse(inner[0], raw, name)
-    if origin is tuple:
-        items = raw.split(",") if isinstance(raw, str) else list(raw)
-        inner = args[0]
-        return tuple(_parse(inner, x.strip() if isinstance(x, str) else x, name) for x in items)
-    if tp is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(raw, str) and raw.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-    if tp is int:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
-        try:
-            return int(raw) if not isinstance(raw, str) else int(raw.replace("_", ""))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-    if tp is float:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{name}: expected a number, got {raw!r}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{name}: must be a finite number, got {raw!r}")
-        return value
-    if tp is str:
-        if not isinstance(raw, str):
-            raise ConfigError(f"{name}: expected a string, got {raw!r}")
-        return raw
-    raise ConfigError(f"{name}: cannot parse values of type {tp}")
-
-
-def set_field(cfg: Config, key: str, raw: Any) -> None:
-    """Set one field from a raw value, parsed by the field's type."""
-    owner, f = _locate(cfg, key)
-    hints = typing.get_type_hints(type(owner))
-    setattr(owner, f.name, _parse(hints[f.name], raw, f.name))
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
-    """Apply ``key=value`` strings (or a mapping) to ``cfg`` in place and return it."""
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    for key, value in items:
-        set_field(cfg, key.strip(), value)
-    return cfg
-
-
-def _split(item: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise ConfigError(f"{item}: an override must look like key=value")
-    key, value = item.split("=", 1)
-    return key, value

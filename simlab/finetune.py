@@ -42,7 +42,8 @@ import torch.nn as nn
 
 from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, code_version, newest_valid,
                          resolve_checkpoint, save_step, sha256_of)
-from .config import ConfigError, _check, _check_prob, apply_overrides, check_finished_run, check_same_definition
+from .config import ConfigError, apply_overrides, check_finished_run, check_same_definition
+from .validation import _check, _check_prob
 
 
 @dataclass
