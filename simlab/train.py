@@ -28,7 +28,7 @@ from . import distributed
 from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, code_version, load_checkpoint,
                          newest_valid, preprocess_of, rng_state, save_step, set_rng_state)
 from .config import Config, ConfigError, check_finished_run
-from .devices import autocast_dtype, resolve_device
+from .devices import adamw, autocast_dtype, resolve_device
 from .model import SiM
 from .monitors import KnnMonitor, collapse_monitors, encoder_monitors
 from .pipeline import (augment_on_device, build_pretrain_dataset, device_views, move_batch, pretrain_loader,
@@ -177,8 +177,7 @@ def _set_up(cfg: Config, run_dir: Path, device: torch.device, dinfo, log) -> _Ru
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed (the same on every rank)
     model = build_model(cfg, dataset.in_chans).to(device)
     amp = autocast_dtype(t.precision, device)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.peak_lr(), betas=(t.beta1, t.beta2),
-                                  **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = adamw(param_groups(model, t.weight_decay), t.peak_lr(), (t.beta1, t.beta2))
     scaler = torch.amp.GradScaler(device.type, growth_interval=2000) if amp == torch.float16 else None
     start = 0
     found = newest_valid(run_dir, log) if dinfo.main else None

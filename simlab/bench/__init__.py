@@ -177,13 +177,12 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch and,
     with ``flops``, FLOP per image of forward + backward (FlopCounterMode) and utilisation against
     the ``peak_n``-cubed matmul peak measured in the same process, dtype and thread count."""
-    from ..devices import autocast_dtype
+    from ..devices import adamw, autocast_dtype
     from ..train import build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_model(cfg).to(dev).train()
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95),
-                            **({"fused": True} if dev.type == "cuda" else {}))
+    opt = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
     amp = autocast_dtype(cfg.train.precision, dev)
     batch = synthetic_batch(cfg, batch_size, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

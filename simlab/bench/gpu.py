@@ -94,13 +94,12 @@ def compiled_step_stats(cfg, batch_size: int, device: torch.device, backend: str
     """images/s of the training step of ``train_step_stats`` with the model under ``torch.compile``;
     ``compile_s``: the first ``1 + warmup`` steps' time beyond that many steady steps (tracing,
     compiling forward and backward, and any recompilation), peak memory of the steady steps."""
-    from ..devices import autocast_dtype
+    from ..devices import adamw, autocast_dtype
     from ..train import build_model, param_groups
     from . import synthetic_batch, timed
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95),
-                            **({"fused": True} if device.type == "cuda" else {}))
+    opt = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
     amp = autocast_dtype(cfg.train.precision, device)
     batch = synthetic_batch(cfg, batch_size, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
