@@ -154,6 +154,10 @@ class ModelConfig:
     # so the targets keep only what varies *within* a view (see README "Presets" for why a tiny
     # CPU run may need it)
     target_centering: bool = False
+    # deviation (not in SiM): subtract the batch's mean target token at each view-2 grid position
+    # before the target LayerNorm, so no content-blind rule can predict the targets (on shapes at 32 px
+    # two-thirds of their variance is grid position: README "Every number beside its floor")
+    target_position_centering: bool = False
 
     def validate(self) -> None:
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_heads"):

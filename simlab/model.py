@@ -109,7 +109,9 @@ class SiM(nn.Module):
         with torch.autocast(device_type=view2.device.type, enabled=False):
             tokens = tokens.float()
             if self.cfg.model.target_centering:
-                tokens = tokens - tokens.mean(dim=1, keepdim=True)
+                tokens = tokens - tokens.mean(dim=1, keepdim=True)  # each image's mean token, (B, 1, Dd)
+            if self.cfg.model.target_position_centering:
+                tokens = tokens - tokens.mean(dim=0, keepdim=True)  # each grid position's mean, (1, N, Dd)
             return F.layer_norm(tokens, tokens.shape[-1:])
 
     @torch.no_grad()

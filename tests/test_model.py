@@ -165,3 +165,18 @@ def test_paper_preset_is_the_official_recipe():
 def test_presets_validate_and_keep_a_lossless_patch_embedding(name):
     cfg = preset(name).validate()
     assert cfg.model.embed_dim >= 3 * cfg.model.patch_size ** 2
+
+
+def test_position_centred_targets_leave_no_content_blind_signal():
+    """The labelled deviation target_position_centering removes each grid position's batch mean from
+    the targets: their variance explained by position falls to (nearly) nothing."""
+    from simlab.config import apply_overrides
+    from simlab.floors import variance_shares
+    from simlab.model import SiM
+    from simlab.presets import preset
+    shares = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = SiM(apply_overrides(preset("tiny"), [f"target_position_centering={flag}"]).validate()).train()
+        shares[flag] = variance_shares(model.forward_target(torch.randn(32, 3, 16, 16)))["position"]
+    assert shares[True] < 0.002 < 0.03 < shares[False]
