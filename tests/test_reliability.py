@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simlab import checkpoint as ckpt_module
+from simlab import checkpoint_io as ckpt_module  # the writer and its fault hooks live there
 from simlab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_encoder, save_atomic
 from simlab.cli import main
 from simlab.config import ConfigError, apply_overrides
