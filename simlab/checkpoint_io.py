@@ -24,11 +24,7 @@ from typing import Optional
 import torch
 
 FORMAT = "simlab-checkpoint"
-
-
 SCHEMA = 1
-
-
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 

@@ -60,7 +60,6 @@ def _preset_name(v):
 
 _COMMON = {"run_dir": Param("str", help="folder for this notebook's figures and runs")}
 
-
 PARAMETERS: dict[str, dict[str, Param]] = {
     "00_tour": {
         **_COMMON,
