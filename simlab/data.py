@@ -1,12 +1,11 @@
-"""Datasets: the embedded ``shapes`` set, Fashion-MNIST, CIFAR, STL-10 and image folders.
+"""Datasets by name: the embedded ``shapes`` set, Fashion-MNIST, CIFAR, STL-10, image folders and
+segmentation sets, built by :func:`build_dataset`.
 
-Every dataset yields dicts ``{"image": uint8 (C, H, W), "label": int (-1 when
-unlabeled), "index": int}`` plus ``"mask": uint8 (H, W)`` where it has masks
-(DESIGN.md "Datasets"). Small datasets also hand out all their images at once
-as uint8 tensors (``tensors()``), which training and probes use to skip
-per-sample loading. A missing dataset raises :class:`DatasetNotFound` naming
-the place looked at and how to get the data; nothing is downloaded unless the
-user asks (``download=True``).
+Every dataset follows :class:`simlab.dataset_base.ImageDataset` (items as dicts, ``tensors()``
+for small sets). A missing dataset raises :class:`DatasetNotFound` naming the place looked at and
+how to get the data; nothing is downloaded unless the user asks (``download=True``). Image files
+and their bad-image policy live in :mod:`simlab.image_files`, VOC and ADE20K in
+:mod:`simlab.segmentation`; this module stays the public place for all their names.
 """
 
 from __future__ import annotations
@@ -19,58 +18,22 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .config import DATASET_NAMES, IMAGENET_MEAN, IMAGENET_STD
+from .config import DATASET_NAMES
 from . import shapes
+from .dataset_base import DatasetNotFound, ImageDataset, TensorImageDataset
+from .image_files import (BAD_IMAGE_POLICIES, IMAGE_SUFFIXES, BadImageError, FileImages, ImageFolderDataset,
+                          decode_image)
+from .segmentation import IGNORE_LABEL, VOC_CLASSES, SegmentationDataset, ade20k, voc
+
+# the public place for every dataset name, those defined in the modules above included
+__all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_THRESHOLD", "DatasetNotFound", "ImageDataset", "TensorImageDataset",
+           "ShapesDataset", "fashion_mnist", "BAD_IMAGE_POLICIES", "IMAGE_SUFFIXES", "BadImageError", "FileImages",
+           "ImageFolderDataset", "decode_image", "IGNORE_LABEL", "VOC_CLASSES", "SegmentationDataset", "voc",
+           "ade20k", "DATASETS", "build_dataset"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_MNIST_THRESHOLD = 25  # grey level (of 255) above which a pixel counts as garment
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class DatasetNotFound(FileNotFoundError):
-    """The dataset's files are not where simlab looked."""
-
-
-class ImageDataset(Dataset):
-    """Common interface of simlab's datasets."""
-
-    name: str = ""
-    in_chans: int = 3
-    num_classes: Optional[int] = None
-    has_masks: bool = False
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
-    class_names: Optional[list[str]] = None
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """All samples at once: ``images`` (N, C, H, W) uint8, ``labels`` (N,) and ``masks`` if any."""
-        raise NotImplementedError(f"{self.name}: images differ in size; load them one by one")
-
-
-class TensorImageDataset(ImageDataset):
-    """A dataset held in memory as uint8 tensors (every small dataset ends up as one)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: Optional[torch.Tensor] = None):
-        self.images, self.labels, self.masks = images, labels.long(), masks
-        self.has_masks = masks is not None
-        self.in_chans = images.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        item = {"image": self.images[i], "label": int(self.labels[i]), "index": i}
-        if self.masks is not None:
-            item["mask"] = self.masks[i]
-        return item
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"images": self.images, "labels": self.labels}
-        if self.masks is not None:
-            out["masks"] = self.masks
-        return out
 
 
 class ShapesDataset(ImageDataset):
@@ -189,202 +152,6 @@ def _torchvision(name: str, split: str, data_root: Optional[str], download: bool
     ds = TensorImageDataset(images, labels)
     ds.name, ds.num_classes, ds.class_names = name, len(classes), list(classes)
     return ds
-
-
-BAD_IMAGE_POLICIES = ("skip", "fail")
-
-
-class BadImageError(ValueError):
-    """An image file that cannot be decoded (cut, empty, not an image, or a decompression bomb)."""
-
-    def __init__(self, path, reason: Optional[str] = None):
-        # one argument: the message as re-raised from a data-loader worker
-        super().__init__(f"{path}: {reason}" if reason is not None else str(path))
-        self.path, self.reason = str(path), reason
-
-
-def _to_rgb(im) -> np.ndarray:
-    """(H, W, 3) uint8 of a decoded Pillow image of any mode."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit greyscale: Pillow's own convert would clip at 255; scale the 0..65535 range instead
-        wide = np.asarray(im).astype(np.int64)
-        grey = ((wide.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if im.mode == "P":
-        im = im.convert("RGBA")  # palettes with transparency go through RGBA (Pillow warns otherwise)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def decode_image(path) -> torch.Tensor:
-    """uint8 (3, H, W) of an image file, upright (EXIF orientation applied); raises :class:`BadImageError`.
-
-    Pillow's decompression-bomb guard stays on: a header that declares more than
-    twice ``Image.MAX_IMAGE_PIXELS`` is refused before any pixel is decoded.
-    """
-    import zlib
-
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as im:
-            im.load()  # a cut file fails here, not later in a worker
-            array = _to_rgb(ImageOps.exif_transpose(im))
-    except Image.DecompressionBombError as e:
-        raise BadImageError(path, f"decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as e:  # UnidentifiedImageError is an OSError
-        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-class FileImages:
-    """Mixin of datasets read file by file: ``verify`` decodes every item (``check(i)``, by default
-    loading it) and lists the files that fail."""
-
-    def check(self, i: int) -> None:
-        self[i]
-
-    def verify(self, progress: bool = False) -> list[tuple[str, str]]:
-        """``(path, reason)`` of every file that does not decode, in order."""
-        from tqdm.auto import tqdm
-        bad = []
-        for i in tqdm(range(len(self)), desc="verify", unit="item", disable=not progress):
-            try:
-                self.check(i)
-            except BadImageError as e:
-                bad.append((e.path, e.reason))
-        return bad
-
-
-class ImageFolderDataset(FileImages, ImageDataset):
-    """A folder of class sub-folders (``root/cls/x.jpg``), or a flat folder of unlabeled images.
-
-    A file that does not decode is skipped under ``on_bad_image="skip"``: the
-    sample is replaced by the next one that decodes (so batches keep their size
-    and a resumed run sees the same data) and reported in the item's
-    ``"skipped"`` list, which training writes to the run folder. Under
-    ``"fail"`` it raises :class:`BadImageError` naming the file.
-    """
-
-    name = "imagefolder"
-
-    def __init__(self, root: str, on_bad_image: str = "skip"):
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
-        self.root, self.on_bad_image = Path(root), on_bad_image
-        if not self.root.is_dir():
-            raise DatasetNotFound(f"imagefolder: {self.root} is not a folder")
-        subdirs = sorted(d.name for d in self.root.iterdir() if d.is_dir())
-        if subdirs:
-            self.class_names = subdirs
-            self.samples = [(p, k) for k, d in enumerate(subdirs) for p in sorted((self.root / d).rglob("*"))
-                            if p.suffix.lower() in IMAGE_SUFFIXES]
-            self.num_classes = len(subdirs)
-        else:
-            self.samples = [(p, -1) for p in sorted(self.root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not self.samples:
-            raise DatasetNotFound(f"imagefolder: no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> dict:
-        skipped = []
-        for k in range(len(self.samples)):
-            j = (i + k) % len(self.samples)
-            path, label = self.samples[j]
-            try:
-                image = decode_image(path)
-            except BadImageError as e:
-                if self.on_bad_image == "fail":
-                    raise BadImageError(e.path, f"{e.reason} (add --set on_bad_image=skip to skip bad "
-                                                f"images and list them in the run folder)") from None
-                skipped.append((e.path, e.reason))
-                continue
-            return {"image": image, "label": label, "index": i, "skipped": skipped}
-        raise DatasetNotFound(f"imagefolder: none of the {len(self.samples)} images under {self.root} decodes")
-
-    def check(self, i: int) -> None:
-        decode_image(self.samples[i][0])  # the file itself: no stand-in
-
-
-IGNORE_LABEL = 255  # mask value of pixels no probe scores (VOC's object borders, ADE20K's "other")
-
-
-class SegmentationDataset(FileImages, ImageDataset):
-    """Images with per-pixel class masks (Pascal VOC 2012, ADE20K), in simlab's mask convention:
-    0 = background, class + 1 = object, :data:`IGNORE_LABEL` = not scored. Each image's ``label`` is
-    its dominant class (the most frequent object class of its mask; 0 when it has none), so the
-    global probes run too; the dense probe is what these sets are for."""
-
-    def __init__(self, name: str, pairs: list[tuple[Path, Path]], class_names: list[str], remap):
-        if not pairs:
-            raise DatasetNotFound(f"{name}: no image/mask pairs found")
-        self.name, self.pairs, self.class_names, self._remap = name, pairs, class_names, remap
-        self.num_classes, self.has_masks = len(class_names), True
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        from PIL import Image
-        image_path, mask_path = self.pairs[i]
-        image = decode_image(image_path)
-        try:
-            with Image.open(mask_path) as m:
-                raw = np.asarray(m if m.mode in ("P", "L") else m.convert("L"), dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise BadImageError(mask_path, f"{type(e).__name__}: {e}") from None
-        mask = torch.from_numpy(self._remap(raw).astype(np.uint8))
-        if tuple(mask.shape) != tuple(image.shape[-2:]):
-            raise BadImageError(mask_path, f"mask {tuple(mask.shape)} does not match its image "
-                                           f"{tuple(image.shape[-2:])}")
-        objects = mask[(mask > 0) & (mask != IGNORE_LABEL)].long()
-        label = int(torch.bincount(objects).argmax()) - 1 if objects.numel() else 0
-        return {"image": image, "label": max(label, 0), "mask": mask, "index": i}
-
-
-VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor"]
-
-
-def voc(split: str, data_root: Optional[str]) -> SegmentationDataset:
-    """Pascal VOC 2012 segmentation (``train`` -> its train list, ``test`` -> val) through torchvision's
-    loader, from ``data_root`` holding ``VOCdevkit/VOC2012``. VOC's values already follow simlab's
-    convention (0 background, 1..20 objects, 255 borders)."""
-    from torchvision.datasets import VOCSegmentation
-    if data_root is None:
-        raise DatasetNotFound("voc: pass --data-root with the folder that holds VOCdevkit/VOC2012")
-    image_set = "train" if split == "train" else "val"
-    try:
-        tv = VOCSegmentation(data_root, year="2012", image_set=image_set, download=False)
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
-        raise DatasetNotFound(f"voc: not found under {data_root} (expected VOCdevkit/VOC2012 with "
-                              f"ImageSets/Segmentation/{image_set}.txt; {e})") from None
-    return SegmentationDataset("voc", [(Path(a), Path(b)) for a, b in zip(tv.images, tv.masks)], VOC_CLASSES,
-                               lambda raw: raw)
-
-
-def ade20k(split: str, data_root: Optional[str]) -> SegmentationDataset:
-    """ADE20K scene parsing (``ADEChallengeData2016``: ``images/{training,validation}/*.jpg`` and
-    ``annotations/{...}/*.png``; ``train`` -> training, ``test`` -> validation). Its 150 classes are
-    1..150 as in simlab's convention; its 0 ("other") is not scored. It has no background class."""
-    if data_root is None:
-        raise DatasetNotFound("ade20k: pass --data-root with ADEChallengeData2016 (or its parent folder)")
-    root = Path(data_root)
-    if (root / "ADEChallengeData2016").is_dir():
-        root = root / "ADEChallengeData2016"
-    sub = "training" if split == "train" else "validation"
-    images, annotations = root / "images" / sub, root / "annotations" / sub
-    if not images.is_dir() or not annotations.is_dir():
-        raise DatasetNotFound(f"ade20k: expected {images} and {annotations}")
-    pairs = [(p, annotations / (p.stem + ".png")) for p in sorted(images.glob("*.jpg"))
-             if (annotations / (p.stem + ".png")).is_file()]
-    names = [f"class_{k}" for k in range(1, 151)]
-    objects_info = root / "objectInfo150.csv"
-    if objects_info.is_file():  # the release's class names, where present
-        rows = objects_info.read_text().splitlines()[1:]
-        names = [row.split(",")[-1].split(";")[0].strip() for row in rows][:150] or names
-    return SegmentationDataset("ade20k", pairs, names, lambda raw: np.where(raw == 0, IGNORE_LABEL, raw))
 
 
 DATASETS = DATASET_NAMES

@@ -16,7 +16,7 @@ from .global_probes import _fit_logistic
 def patch_labels(masks: torch.Tensor, grid: int) -> torch.Tensor:
     """Majority mask label of each patch: masks (B, H, W) -> (B, grid*grid) int64. Pixels marked
     ``IGNORE_LABEL`` do not vote; a patch of ignored pixels only is ``IGNORE_LABEL`` itself."""
-    from .data import IGNORE_LABEL
+    from .segmentation import IGNORE_LABEL
     B, H, W = masks.shape
     ph, pw = H // grid, W // grid
     m = masks[:, :grid * ph, :grid * pw].long().reshape(B, grid, ph, grid, pw).permute(0, 1, 3, 2, 4)
@@ -62,7 +62,7 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
     """
     from sklearn.preprocessing import StandardScaler
 
-    from .data import IGNORE_LABEL
+    from .segmentation import IGNORE_LABEL
     D = train_tokens.shape[-1]
     ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
     keep_tr, keep_te = ytr != IGNORE_LABEL, yte != IGNORE_LABEL  # patches no label covers are not scored
@@ -86,7 +86,7 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
 def constant_label_scores(train_labels: torch.Tensor, test_labels: torch.Tensor) -> dict:
     """The dense probe's numbers for a rule predicting the train set's most frequent patch label
     everywhere, scored exactly as :func:`dense_probe` scores (same classes, ignored patches left out)."""
-    from .data import IGNORE_LABEL
+    from .segmentation import IGNORE_LABEL
     ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
     ytr, yte = ytr[ytr != IGNORE_LABEL], yte[yte != IGNORE_LABEL]
     label = int(np.bincount(ytr).argmax())
