@@ -1,200 +1,31 @@
-"""The ``simlab`` command line (also ``python -m simlab``)."""
+"""The ``simlab`` command line (also ``python -m simlab``): the parser of every command and its
+options, and ``main``, which turns the errors a user can fix into one line and exit code 2.
+The commands themselves are in :mod:`simlab.commands`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
-from .checkpoint import CheckpointError, check_run_folder
+from . import commands
+from .checkpoint_io import CheckpointError
 from .config import ConfigError
-from .data import BadImageError, DatasetNotFound
-from .notebooks import ParameterError
+from .dataset_base import DatasetNotFound
+from .image_files import BadImageError
+from .notebook_params import ParameterError
+from .run_start import check_run_folder
 
 
 # commands whose --out is a run folder (the others write one file there)
 _RUN_FOLDER_COMMANDS = ("demo", "pretrain", "finetune", "notebook", "sweep")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from . import demo
-    demo.run(args.out, data_root=args.data_root, pretrain_steps=args.steps, notebooks=not args.figures_only)
-    return 0
-
-
-def config_from_args(args: argparse.Namespace):
-    """The preset (or a run's saved ``config.json``), then the named options, then ``--set``
-    overrides, validated."""
-    from .presets import run_config
-    if getattr(args, "config", None):
-        from .presets import saved_config
-        return run_config(saved_config(args.config), args.set or [], args.dataset, args.data_root, args.epochs,
-                          args.steps, args.seed)
-    if not args.preset:
-        raise ConfigError("preset: give --preset NAME, or --config RUN/config.json to relaunch a saved run")
-    return run_config(args.preset, args.set or [], args.dataset, args.data_root, args.epochs, args.steps, args.seed)
-
-
-def _runs(args: argparse.Namespace) -> int:
-    from . import registry
-    records = registry.list_runs(args.paths or ["runs"])
-    if args.json:
-        import json
-        print(json.dumps(records, indent=2))
-    elif args.csv:
-        print(registry.csv_text(records), end="")
-    else:
-        print(registry.text_table(records) if records else f"no run folders under {' '.join(args.paths or ['runs'])}")
-    return 0
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from . import registry, viz
-    records = [registry.run_record(r) for r in registry.find_runs(args.runs)]
-    if not records:
-        raise ConfigError(f"runs: no run folder (with config.json) in {' '.join(args.runs)}")
-    fig = viz.plot_compare({r["run"]: registry.curves(r["run"]) for r in records},
-                           keys=args.keys.split(",") if args.keys else registry.METRIC_KEYS + ("pos", "neg"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100, bbox_inches="tight")
-    print(registry.final_probes(records))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import SweepSpec, parse_grid, run_sweep
-    if args.spec:
-        spec = SweepSpec.from_file(args.spec)
-    elif args.preset:
-        spec = SweepSpec(preset=args.preset, grid=parse_grid(args.grid or []), seeds=args.seeds or [0],
-                         steps=args.steps, overrides=args.set or [], probe=args.probe,
-                         probe_train=args.probe_train, probe_test=args.probe_test, via=args.via)
-    else:
-        raise ConfigError("sweep: give --preset with --grid/--seeds, or --spec FILE")
-    report = run_sweep(spec, args.out, workers=args.workers)
-    print(f"{report['done']}/{report['points']} points complete; table in {Path(args.out) / 'sweep.csv'}")
-    return 0 if report["done"] == report["points"] else 1
-
-
-def _pretrain(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .train import NonFiniteError, pretrain
-    cfg = config_from_args(args)
-    try:
-        pretrain(cfg, args.out)
-    except NonFiniteError as e:
-        where = f" (rank {distributed.info().rank})" if distributed.active() else ""
-        print(f"simlab pretrain{where}: stopped: {e}", file=sys.stderr)
-        return 3
-    finally:
-        distributed.shutdown()
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_encoder_safetensors, export_encoder_timm, resolve_checkpoint, slim_copy
-    source = resolve_checkpoint(args.checkpoint)  # a file, or a run folder's newest valid checkpoint
-    if args.format == "checkpoint":
-        digest = slim_copy(source, args.out, overwrite=args.force)
-        print(f"wrote {args.out} from {source} (sha256 {digest[:16]}...)")
-    elif args.format == "timm":
-        kwargs = export_encoder_timm(source, args.out, overwrite=args.force)
-        print(f"wrote {args.out} from {source}; load it into "
-              f"timm.models.vision_transformer.VisionTransformer(**{kwargs})")
-    else:
-        export_encoder_safetensors(source, args.out, overwrite=args.force)
-        print(f"wrote {args.out} from {source}")
-    return 0
-
-
-def _finetune(args: argparse.Namespace) -> int:
-    import json
-
-    from .finetune import finetune, finetune_config
-    from .train import NonFiniteError
-    cfg = finetune_config(args.preset, args.set or [], dataset=args.dataset, data_root=args.data_root,
-                          epochs=args.epochs, steps=args.steps, seed=args.seed, random_init=args.random_init)
-    try:
-        results = finetune(args.checkpoint, cfg, args.out)
-    except NonFiniteError as e:
-        print(f"simlab finetune: stopped: {e}", file=sys.stderr)
-        return 3
-    print(json.dumps(results, indent=2))
-    return 0
-
-
-def _import_official(args: argparse.Namespace) -> int:
-    from .official import import_official
-    import_official(args.checkpoint, args.out, args.num_heads, args.decoder_heads)
-    return 0
-
-
-def _probe(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    from .probes import probe_checkpoint
-    from .report import probe_text
-    start = time.perf_counter()
-
-    def progress(stage: str) -> None:  # probing takes from seconds to minutes: say what runs
-        print(f"[{time.perf_counter() - start:5.0f} s] {stage}", file=sys.stderr, flush=True)
-
-    from .checkpoint import resolve_checkpoint
-    checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a run folder's newest valid checkpoint
-    res = probe_checkpoint(checkpoint, args.train_size, args.test_size, args.data_root, args.random_init,
-                           dataset=args.dataset, pool=args.pool, log=progress,
-                           dense_pairs=args.dense_pairs)
-    text = json.dumps(res, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text if args.json else probe_text(res))
-    return 0
-
-
-def _notebook(args: argparse.Namespace) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
-    from .notebooks import KernelDied, parse_value, run_notebook
-    params = {key: parse_value(value) for key, value in args.p or []}
-    written = Path(args.out) / f"{Path(args.name).stem}.ipynb"
-    try:
-        # the cells' output streams here and to OUT/NAME.log; the per-cell bar would only interleave
-        out = run_notebook(args.name, args.out, params, kernel=args.kernel, progress=False, echo=not args.quiet)
-    except KernelDied as e:
-        print(f"simlab notebook: {e}", file=sys.stderr)
-        return 1
-    except PapermillExecutionError as e:  # the written notebook holds the failing cell
-        print(f"simlab notebook: a cell failed ({e.ename}: {e.evalue}); see {written}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # papermill saved the cells run so far
-        kept = f"; the cells run so far are in {written}" if written.exists() else ""
-        print(f"simlab notebook: interrupted{kept}", file=sys.stderr)
-        return 130
-    print(f"wrote {out}")
-    return 0
-
-
-def _verify_data(args: argparse.Namespace) -> int:
-    from .data import build_dataset
-    ds = build_dataset(args.dataset, args.split, args.data_root)
-    if not hasattr(ds, "verify"):  # generated, or read whole as arrays when the dataset was built
-        print(f"{args.dataset} ({args.split}): {len(ds)} images; no per-file images to decode")
-        return 0
-    bad = ds.verify(progress=not args.quiet)
-    for path, reason in bad:
-        print(f"bad: {path}\t{reason}")
-    print(f"{args.dataset} ({args.split}) under {getattr(ds, 'root', args.data_root)}: {len(ds)} files, {len(bad)} bad")
-    return 1 if bad else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .notebooks import NOTEBOOK_DIR
+    from .notebook_params import NOTEBOOK_DIR
     parser = argparse.ArgumentParser(prog="simlab", description="Siamese Image Modeling workbench")
     parser.add_argument("--version", action="version", version=f"simlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretraining steps (default: the demo preset's 250; 0 skips training and "
                         "looks at the shipped checkpoint)")
     p.add_argument("--figures-only", action="store_true", help="draw the static view figures, run no notebook")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=commands.demo_command)
 
     from .presets import PRESETS
     p = sub.add_parser("pretrain", help="pretrain SiM; re-running the same command resumes")
@@ -228,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run seed: initial weights, augmentations and masks (default: the preset's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set neg_weight=0.05 (repeatable)")
-    p.set_defaults(func=_pretrain)
+    p.set_defaults(func=commands.pretrain_command)
 
     p = sub.add_parser("export", help="write a checkpoint's weights for sharing or for other toolkits")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or run folder (its newest valid checkpoint)")
@@ -238,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simlab: encoder weights as safetensors; timm: the encoder as safetensors with timm "
                         "VisionTransformer names (global_pool='avg'), for ViTDet and mmsegmentation; "
                         "checkpoint: the whole model without optimizer state, for sharing")
-    p.set_defaults(func=_export)
+    p.set_defaults(func=commands.export_command)
 
     from .finetune import FINETUNE_PRESETS
     p = sub.add_parser("finetune", help="fine-tune a checkpoint's encoder end to end for classification "
@@ -256,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", type=int, metavar="SEED",
                    help="fine-tune a freshly initialised encoder of the same architecture (the baseline)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fine-tuning field (repeatable)")
-    p.set_defaults(func=_finetune)
+    p.set_defaults(func=commands.finetune_command)
 
     p = sub.add_parser("import-official", help="turn the official SiM release (e.g. sim_base_1600ep_pretrain.pth, "
                                                "downloaded by you) into a simlab checkpoint")
@@ -264,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the simlab checkpoint to write")
     p.add_argument("--num-heads", type=int, help="encoder heads (default: from the file's args.model)")
     p.add_argument("--decoder-heads", type=int, help="decoder heads (default: from the file's args.model)")
-    p.set_defaults(func=_import_official)
+    p.set_defaults(func=commands.import_official_command)
 
     p = sub.add_parser("notebook", help="execute notebooks/NAME.ipynb with papermill into RUN_DIR/NAME.ipynb")
     shipped = sorted(path.stem for path in NOTEBOOK_DIR.glob("*.ipynb"))
@@ -275,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3, this interpreter's)")
     p.add_argument("--quiet", action="store_true",
                    help="print nothing while it runs (what the cells print still goes to OUT/NAME.log)")
-    p.set_defaults(func=_notebook)
+    p.set_defaults(func=commands.notebook_command)
 
     p = sub.add_parser("probe", help="k-NN, linear, few-shot and dense probes of a checkpoint's frozen encoder")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or run folder (its newest valid checkpoint)")
@@ -292,21 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out view pairs on which a SiM decoder is scored beside its content-blind "
                         "floor (default 512; 0 skips it)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
-    p.set_defaults(func=_probe)
+    p.set_defaults(func=commands.probe_command)
 
     p = sub.add_parser("runs", help="list run folders: preset, changed fields, status, steps, last metrics, probes")
     p.add_argument("paths", nargs="*", help="run folders or folders of them (default: runs)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON list of records")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
-    p.set_defaults(func=_runs)
+    p.set_defaults(func=commands.runs_command)
 
     p = sub.add_parser("compare", help="overlay runs' metrics curves in one figure and print their probes")
     p.add_argument("runs", nargs="+", help="run folders (or folders of them)")
     p.add_argument("--out", default="compare.png", help="the figure (default: compare.png)")
     p.add_argument("--keys", help="comma-separated metrics to draw (default: loss, knn, target_var_position, "
                                   "encoder_rankme, pos, neg)")
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=commands.compare_command)
 
     p = sub.add_parser("sweep", help="train the product of config values and seeds, each point in its own run "
                                      "folder; rerunning resumes and skips finished points")
@@ -324,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-test", type=int, default=1000, help="test images of each probe")
     p.add_argument("--via", choices=("cli", "notebook"), default="cli",
                    help="cli: simlab pretrain per point; notebook: 02_pretrain through papermill per point")
-    p.set_defaults(func=_sweep)
+    p.set_defaults(func=commands.sweep_command)
 
     p = sub.add_parser("verify-data", help="decode every image of a dataset and list the files that do not "
                                            "(the ones a run skips, or stops at with --set on_bad_image=fail)")
@@ -332,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder of the dataset")
     p.add_argument("--split", default="train", help="train (default), test, or unlabeled for stl10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_verify_data)
+    p.set_defaults(func=commands.verify_data_command)
     return parser
 
 
