@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint: the whole model without optimizer state, for sharing")
     p.set_defaults(func=commands.export_command)
 
-    from .finetune import FINETUNE_PRESETS
+    from .finetune_recipe import FINETUNE_PRESETS
     p = sub.add_parser("finetune", help="fine-tune a checkpoint's encoder end to end for classification "
                                         "(the paper's protocol, scaled by preset); re-running resumes")
     p.add_argument("--checkpoint", default=None, help="checkpoint or run folder (default: the shipped demo one)")

@@ -1,11 +1,10 @@
-"""End-to-end fine-tuning of a pretrained encoder for classification (SIM_SPEC.md section 5).
+"""End-to-end fine-tuning of a pretrained encoder for classification (SIM_SPEC.md section 5): the run.
 
-The paper's protocol (MAE's ``main_finetune.py``): mean of the patch tokens, a fresh ``fc_norm``
-LayerNorm and a Linear head (trunc-normal, std 2e-5); AdamW with layer-wise lr decay 0.65, weight
-decay 0.05 (none on biases, norms and the cls token); linear warmup then cosine to ``min_lr``; drop
-path 0.1; RandAugment ``rand-m9-mstd0.5-inc1`` and random erasing 0.25 through timm; mixup 0.8 and
-cutmix 1.0 through timm's ``Mixup`` with label smoothing 0.1. Presets scale it (``paper``, ``demo``,
-``tiny``). Evaluation: resize to ``size / crop_pct`` and centre-crop, top-1 and top-5.
+The paper's protocol (MAE's ``main_finetune.py``) is stated in :mod:`simlab.finetune_recipe` (the
+config and its presets), :mod:`simlab.classifier` (the model, layer-wise lr decay, evaluation) and
+:mod:`simlab.finetune_data` (timm's transforms, keyed draws); this module runs it and stays the
+public place for all their names. Evaluation: resize to ``size / crop_pct`` and centre-crop, top-1
+and top-5.
 
 A run folder follows pretraining's rules: ``config.json``, ``metrics.jsonl``, atomic checkpoints
 with a sha256, resume from the newest valid one (a run defined differently is refused), SIGTERM
@@ -26,331 +25,30 @@ head starts at std 2e-5, where fp16 gradients underflow); its state is checkpoin
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import (FORMAT, SCHEMA, CleanFailedStart, check_run_folder, code_version, newest_valid,
-                         resolve_checkpoint, save_step, sha256_of)
-from .config import ConfigError, apply_overrides, check_finished_run, check_same_definition
-from .validation import _check, _check_prob
+from .checkpoint_io import FORMAT, SCHEMA, load_checkpoint, newest_valid, save_step, sha256_of
+from .checkpoint_state import code_version
+from .classifier import Classifier, build_classifier, evaluate, lr_at, param_groups
+from .config import ConfigError, check_finished_run, check_same_definition
+from .finetune_data import KeyedBatches, _first, seed_globals, seed_step, transforms
+from .finetune_recipe import FINETUNE_PRESETS, FinetuneConfig, finetune_config
+from .pretrained import load_encoder, resolve_checkpoint
+from .run_start import CleanFailedStart, check_run_folder
 
+# the public place for every fine-tuning name, those defined in the modules above included; the loop
+# reads lr_at from here, so a test that replaces simlab.finetune.lr_at reaches it
+__all__ = ["FinetuneConfig", "FINETUNE_PRESETS", "finetune_config", "Classifier", "build_classifier", "param_groups",
+           "lr_at", "evaluate", "transforms", "seed_globals", "seed_step", "KeyedBatches", "finetune"]
 
-@dataclass
-class FinetuneConfig:
-    """Everything a fine-tuning run is defined by (and a few execution-only fields)."""
-
-    dataset: Optional[str] = None        # labelled dataset (None: the checkpoint's pretraining dataset)
-    data_root: Optional[str] = None
-    train_size: Optional[int] = None     # first N train images (None: all; shapes: its pool size)
-    val_size: Optional[int] = None       # first N validation (test split) images (None: all)
-    batch_size: int = 1024
-    epochs: float = 100
-    steps: Optional[int] = None          # overrides epochs when set
-    blr: float = 2.5e-4                  # lr = blr * batch_size / 256 unless lr is set
-    lr: Optional[float] = None
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5
-    weight_decay: float = 0.05
-    layer_decay: float = 0.65
-    drop_path: float = 0.1
-    label_smoothing: float = 0.1
-    mixup: float = 0.8                   # mixup alpha (0: off)
-    cutmix: float = 1.0                  # cutmix alpha (0: off)
-    randaug: str = "rand-m9-mstd0.5-inc1"  # timm auto-augment policy ('' : none)
-    reprob: float = 0.25                 # random erasing probability
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_pct: float = 0.875              # evaluation: resize to size / crop_pct, centre-crop
-    clip_grad: Optional[float] = None
-    seed: int = 0
-    random_init: Optional[int] = None    # fine-tune a fresh encoder of the checkpoint's architecture (baseline)
-    # execution only
-    device: str = "auto"
-    precision: str = "auto"
-    num_workers: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    progress: bool = True
-    # micro-batches per optimizer step on each rank: batch_size = ranks x accum_steps x micro-batch.
-    # The classifier has no batch statistics, so this changes memory, not the maths (up to rounding)
-    accum_steps: int = 1
-    dist_timeout: float = 60.0           # seconds a collective may wait on a peer before failing
-
-    EXECUTION_FIELDS = ("data_root", "device", "precision", "num_workers", "log_every", "checkpoint_every",
-                        "keep_checkpoints", "progress", "accum_steps", "dist_timeout")
-
-    def validate(self) -> "FinetuneConfig":
-        for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "accum_steps"):
-            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        _check(self.batch_size % self.accum_steps == 0, "accum_steps",
-               f"must divide batch_size={self.batch_size}, got {self.accum_steps}")
-        _check(self.dist_timeout > 0, "dist_timeout", f"must be positive, got {self.dist_timeout}")
-        _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-        _check(self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
-        _check(self.blr > 0, "blr", f"must be positive, got {self.blr}")
-        _check(self.lr is None or self.lr > 0, "lr", f"must be positive, got {self.lr}")
-        _check(0 <= self.min_lr, "min_lr", f"must be >= 0, got {self.min_lr}")
-        _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(0 < self.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {self.layer_decay}")
-        _check(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        _check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
-        _check(self.mixup >= 0 and self.cutmix >= 0, "mixup", "mixup and cutmix alphas must be >= 0")
-        _check_prob(self.reprob, "reprob")
-        _check(0 < self.crop_pct <= 1, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
-        _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
-               f"must be 0 < low <= high <= 1, got {self.crop_scale}")
-        _check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
-               f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        return self
-
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else self.blr * self.batch_size / 256
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    def defining_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-                if k not in self.EXECUTION_FIELDS}
-
-
-def _paper() -> FinetuneConfig:
-    return FinetuneConfig()
-
-
-def _demo() -> FinetuneConfig:
-    """A few CPU minutes on ``shapes``: the paper's recipe with a lighter RandAugment and shorter schedule."""
-    return FinetuneConfig(train_size=10_000, val_size=2_000, batch_size=128, steps=300, lr=1e-3, warmup_epochs=0.5,
-                          randaug="rand-m5-mstd0.5-inc1", mixup=0.2, cutmix=0.0, reprob=0.1, crop_scale=(0.35, 1.0),
-                          drop_path=0.05, log_every=10, checkpoint_every=100)
-
-
-def _tiny() -> FinetuneConfig:
-    """For tests: no mixup, RandAugment or erasing; tens of steps."""
-    return FinetuneConfig(train_size=2_000, val_size=500, batch_size=64, steps=80, lr=1e-3, warmup_epochs=0.2,
-                          randaug="", mixup=0.0, cutmix=0.0, reprob=0.0, crop_scale=(0.5, 1.0), drop_path=0.0,
-                          label_smoothing=0.1, log_every=5, checkpoint_every=20, progress=False)
-
-
-FINETUNE_PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"paper": _paper, "demo": _demo, "tiny": _tiny}
-
-
-def finetune_config(preset: str = "paper", overrides=(), **named) -> FinetuneConfig:
-    """A preset, then named values that are not None, then ``key=value`` overrides, validated."""
-    if preset not in FINETUNE_PRESETS:
-        raise ConfigError(f"preset: unknown fine-tuning preset {preset!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
-    cfg = FINETUNE_PRESETS[preset]()
-    apply_overrides(cfg, {k: v for k, v in named.items() if v is not None})
-    if named.get("epochs") is not None and named.get("steps") is None:
-        cfg.steps = None
-    apply_overrides(cfg, list(overrides))
-    return cfg.validate()
-
-
-# ---------------------------------------------------------------------------- the model
-class Classifier(nn.Module):
-    """Pretrained encoder, mean of its patch tokens, a fresh ``fc_norm`` and a Linear head."""
-
-    def __init__(self, encoder: nn.Module, num_classes: int):
-        super().__init__()
-        self.encoder = encoder
-        dim = encoder.embed_dim
-        self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=2e-5)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder.forward_features(x)[:, 1:]  # (B, N, D), cls dropped
-        return self.head(self.fc_norm(tokens.mean(1)))
-
-
-def build_classifier(source, cfg: FinetuneConfig, num_classes: int) -> Classifier:
-    """The online encoder of ``source`` (a checkpoint, or an encoder ``load_encoder`` returned) (or, with ``random_init``, a fresh one of its architecture),
-    rebuilt with the configured drop path and everything trainable, plus the head. The classifier
-    carries the encoder's ``preprocess`` and its pretraining ``config``."""
-    from .checkpoint import load_encoder
-    from .vit import Encoder
-    pre = source if isinstance(source, nn.Module) else load_encoder(source)
-    m = pre.config.model
-    torch.manual_seed(cfg.random_init if cfg.random_init is not None else cfg.seed)
-    encoder = Encoder(pre.preprocess["input_size"], m.patch_size, pre.preprocess["in_chans"], m.embed_dim, m.depth,
-                      m.num_heads, m.mlp_ratio, drop_path=cfg.drop_path, train_patch_embed=True)
-    if cfg.random_init is None:
-        encoder.load_state_dict(pre.state_dict())
-    model = Classifier(encoder, num_classes)
-    model.preprocess, model.config = dict(pre.preprocess), pre.config
-    return model
-
-
-def param_groups(model: Classifier, weight_decay: float, layer_decay: float) -> list[dict]:
-    """AdamW groups with layer-wise lr decay (BEiT/MAE): the embedding is layer 0, block i is layer
-    i + 1, the head layer depth + 1; lr scale = decay ** (depth + 1 - layer). No weight decay on
-    1-D parameters (biases, norms) and the cls token."""
-    depth = len(model.encoder.blocks)
-    groups: dict = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith("encoder.blocks."):
-            layer = int(name.split(".")[2]) + 1
-        elif name.startswith("encoder."):
-            layer = 0
-        else:
-            layer = depth + 1
-        decay = not (p.ndim == 1 or name.endswith(".bias") or name.endswith("cls_token"))
-        key = (layer, decay)
-        if key not in groups:
-            groups[key] = {"params": [], "weight_decay": weight_decay if decay else 0.0,
-                           "lr_scale": layer_decay ** (depth + 1 - layer), "layer": layer}
-        groups[key]["params"].append(p)
-    return list(groups.values())
-
-
-def lr_at(cfg: FinetuneConfig, step: int, steps_per_epoch: int, total: int) -> float:
-    from .schedules import warmup_cosine
-    return float(warmup_cosine(step, cfg.warmup_epochs * steps_per_epoch, total, cfg.peak_lr(), cfg.min_lr))
-
-
-# ---------------------------------------------------------------------------- data
-def _to_pil(image: torch.Tensor):
-    from PIL import Image
-    array = image.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
-
-
-def _zero_bit_posterize() -> None:
-    """timm's RandAugment can ask ``PosterizeIncreasing`` for 0 bits (magnitude 10 after its noise);
-    Pillow >= 11 refuses that, while the Pillow the policy was tuned with returned a black image.
-    Give timm's op table that older behaviour (once)."""
-    from PIL import Image
-    from timm.data import auto_augment as aa
-    original = aa.posterize
-    if getattr(original, "zero_bits_ok", False):
-        return
-
-    def posterize(img, bits_to_keep, **kwargs):
-        if bits_to_keep <= 0:
-            return Image.new(img.mode, img.size)
-        return original(img, bits_to_keep, **kwargs)
-    posterize.zero_bits_ok = True
-    aa.posterize = posterize
-    for name, fn in list(aa.NAME_TO_OP.items()):
-        if fn is original:
-            aa.NAME_TO_OP[name] = posterize
-
-
-def transforms(cfg: FinetuneConfig, preprocess: dict):
-    """(train, eval) per-image transforms (timm's, PIL in, normalised tensor out)."""
-    from timm.data import create_transform
-    _zero_bit_posterize()
-    size, mean, std = preprocess["input_size"], tuple(preprocess["mean"]), tuple(preprocess["std"])
-    train = create_transform(size, is_training=True, scale=tuple(cfg.crop_scale), auto_augment=cfg.randaug or None,
-                             re_prob=cfg.reprob, re_mode="pixel", re_count=1, interpolation="bicubic",
-                             mean=mean, std=std)
-    evaluate = create_transform(size, is_training=False, crop_pct=cfg.crop_pct, interpolation="bicubic",
-                                mean=mean, std=std)
-    return train, evaluate
-
-
-def seed_globals(*key: int, devices: bool = False) -> None:
-    """Seed Python's, numpy's and torch's CPU global generators (and, with ``devices``, every
-    device's) from a tuple of integers: timm's RandAugment, random erasing, Mixup and drop path draw
-    from them, so the draws that follow depend on the key alone, not on what ran before
-    (SeedSequence mixes the tuple into one seed). Per image, ``devices`` stays off:
-    ``torch.manual_seed`` visits every backend and costs about a millisecond."""
-    seed = int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0]) % 2 ** 31
-    random.seed(seed)
-    np.random.seed(seed)
-    if devices:
-        torch.manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
-
-
-def seed_step(seed: int, step: int, rank: int = 0) -> None:
-    """Every global generator keyed by ``(seed, step, rank)``: each step's mixup and drop-path draws
-    (drop path draws on the training device)."""
-    seed_globals(seed, step, rank, 1, devices=True)
-
-
-class KeyedBatches(torch.utils.data.Dataset):
-    """``(step, epoch, indices)`` -> (images (B, C, S, S), labels (B,), step), each image's augmentation
-    keyed by ``(seed, step, index)``: the same image at the same step gets the same draws whichever
-    rank, worker or position in a share it lands on (RandomResizedCrop's draws are data dependent,
-    so one key per step would tie an image's crop to the images before it)."""
-
-    def __init__(self, dataset, transform, seed: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-
-    def __getitem__(self, item):
-        step, _, indices = item
-        images, labels = [], []
-        for i in indices.tolist():
-            it = self.dataset[i]
-            seed_globals(self.seed, step, i, 0)
-            images.append(self.transform(_to_pil(it["image"])))
-            labels.append(int(it["label"]))
-        return torch.stack(images), torch.as_tensor(labels), step
-
-    def __len__(self):
-        return 0
-
-
-def evaluate(model: Classifier, dataset, transform, device: torch.device, batch_size: int = 256,
-             amp=None, rank: int = 0, world: int = 1) -> dict:
-    """Top-1 and top-5 accuracy (top-5 where there are more than 5 classes) over a labelled dataset,
-    and ``evaluated``, the number of images scored.
-
-    With ``world`` > 1 (every rank of a group calls it) rank r scores images r, r + world, ... and
-    the counts are summed over the ranks, so each image is counted exactly once, whatever the
-    remainder of ``len(dataset) / world``.
-    """
-    from . import distributed
-    model.eval()
-    indices = list(range(rank, len(dataset), world))
-    counts = torch.zeros(3, dtype=torch.float64, device=device)  # correct top-1, correct top-5, scored
-    num_classes = model.head.out_features
-    with torch.no_grad():
-        for s in range(0, len(indices), batch_size):
-            items = [dataset[i] for i in indices[s:s + batch_size]]
-            x = torch.stack([transform(_to_pil(it["image"])) for it in items]).to(device)
-            y = torch.as_tensor([int(it["label"]) for it in items], device=device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x).float()  # (B, classes)
-            top = logits.topk(min(5, num_classes), dim=1).indices
-            counts += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
-                                   torch.tensor(len(y), device=device)]).double()
-    model.train()
-    if world > 1:  # the mean over ranks times their number: the sum, exact for counts below 2**53
-        counts = distributed.mean_across_ranks(counts) * world
-    correct1, correct5, n = (round(v) for v in counts.tolist())
-    out = {"top1": correct1 / max(n, 1)}
-    if num_classes > 5:
-        out["top5"] = correct5 / max(n, 1)
-    out["evaluated"] = n
-    return out
-
-
-def _first(dataset, n: Optional[int]):
-    """The first ``n`` items of ``dataset`` (all when ``n`` is None)."""
-    return torch.utils.data.Subset(dataset, range(len(dataset) if n is None else min(n, len(dataset))))
-
-
-# ---------------------------------------------------------------------------- the run
 def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None] = print) -> dict:
     """Fine-tune into ``run_dir`` (resuming from its newest valid checkpoint); returns the results.
 
@@ -379,7 +77,6 @@ def finetune(checkpoint, cfg: FinetuneConfig, run_dir, log: Callable[[str], None
 def _finetune(checkpoint, cfg: FinetuneConfig, run_dir: Path, device: torch.device, dinfo,
               log: Callable[[str], None]) -> dict:
     from . import distributed
-    from .checkpoint import load_checkpoint, load_encoder
     from .data import build_dataset
     from .pipeline import StepBatches, ignore_sigint
     from .devices import autocast_dtype

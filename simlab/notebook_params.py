@@ -49,7 +49,7 @@ def one_of(*choices):
 
 
 def _finetune_preset(v):
-    from .finetune import FINETUNE_PRESETS
+    from .finetune_recipe import FINETUNE_PRESETS
     return None if v in FINETUNE_PRESETS else f"unknown preset; choose one of {', '.join(FINETUNE_PRESETS)}"
 
 
@@ -193,7 +193,7 @@ def validate(notebook: str, values: dict, injected: Iterable[str] = ()) -> dict:
 def finetune_config_of(params: dict, random_init: Optional[int] = None):
     """05_finetune's parameters as a validated FinetuneConfig (as ``simlab finetune`` builds it)."""
     from .config import ConfigError
-    from .finetune import finetune_config
+    from .finetune_recipe import finetune_config
     try:
         return finetune_config(params["preset"], params["overrides"], dataset=params["dataset"],
                                data_root=params["data_root"], steps=params["steps"], random_init=random_init)
