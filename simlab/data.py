@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .config import DATASET_NAMES
+from .data_config import DATASET_NAMES
 from . import shapes
 from .dataset_base import DatasetNotFound, ImageDataset, TensorImageDataset
 from .image_files import (BAD_IMAGE_POLICIES, IMAGE_SUFFIXES, BadImageError, FileImages, ImageFolderDataset,

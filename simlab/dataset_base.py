@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from .config import IMAGENET_MEAN, IMAGENET_STD
+from .data_config import IMAGENET_MEAN, IMAGENET_STD
 
 class DatasetNotFound(FileNotFoundError):
     """The dataset's files are not where simlab looked."""
