@@ -91,3 +91,13 @@ def evidence_markdown(res: dict) -> str:
     lines = ["| measure | the checkpoint | floors (no learning) |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {f} |" for a, b, f in rows]
     return "\n".join(lines)
+
+
+def id_baseline_markdown(res: dict) -> str:
+    """The README's table of the ID-baseline diagnostics (bench/id_baseline.json)."""
+    keys = ("knn", "linear", "few_shot_5", "fg_bg_miou", "class_miou")
+    lines = ["| run | dataset | k-NN | linear | 5-shot | fg/bg mIoU | class mIoU |", "|" + " --- |" * 7]
+    for name, r in res["runs"].items():
+        cells = [_pct(r[k]) if k in ("knn", "linear", "few_shot_5") else _num(r[k]) for k in keys]
+        lines.append(f"| `{name}` | {r['dataset']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

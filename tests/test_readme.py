@@ -17,3 +17,9 @@ def test_evidence_table_is_generated_from_the_committed_result():
                   res["floors"]["position only"]["fg_bg_miou"]):
         assert f"{value:.3f}" in readme
     assert (ROOT / "bench" / "evidence.png").stat().st_size > 20_000
+
+
+def test_id_baseline_table_is_generated_from_the_committed_result():
+    from simlab.report import id_baseline_markdown
+    res = json.loads((ROOT / "bench" / "id_baseline.json").read_text())
+    assert id_baseline_markdown(res) in (ROOT / "README.md").read_text()
