@@ -1,10 +1,14 @@
-"""01_view_geometry in a real browser: JupyterLab on localhost with a token, Debian's chromium driven
-by Playwright (the system browser, never a downloaded one). Runs all cells, checks that the slider
-widgets render and that moving one (typed into its readout, and dragged with the mouse) redraws the
-figure, that a typo typed into the parameters cell stops the notebook with a one-line "did you mean"
-error, and saves screenshots under runs/test-artifacts/."""
+"""The notebooks in a real browser: JupyterLab on localhost with a token, Debian's chromium driven
+by Playwright (the system browser, never a downloaded one). For 01_view_geometry: runs all cells,
+checks that the slider widgets render and that moving one (typed into its readout, and dragged with
+the mouse) redraws the figure, and that a typo typed into the parameters cell stops the notebook
+with a one-line "did you mean" error. For 03_dense_features (on few view pairs): every figure cell
+renders its images, no cell shows an error and the browser logs no console error. Screenshots go
+under runs/test-artifacts/."""
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -185,3 +189,81 @@ def test_view_geometry_notebook_in_chromium(lab, browser_path):
         finally:
             browser.close()
     assert (ARTIFACTS / "view_geometry_browser.png").stat().st_size > 20_000
+
+
+# Figures 03_dense_features draws, by the dense_viz function that draws them: one per call, except
+# the per-image predictions, drawn for every index of the parameters cell.
+DENSE_FIGURES = ("plot_dense_evidence", "plot_dense_features", "plot_attention", "plot_correspondences")
+
+
+def small_dense_notebook(folder: Path, pairs: int = 32) -> dict:
+    """A copy of 03_dense_features in ``folder`` with ``pairs`` edited in its parameters cell (as a user
+    would, to look quickly); returns the parameters cell's values."""
+    from simlab.notebooks import defaults
+    nb = json.loads((ROOT / "notebooks" / "03_dense_features.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    source = "".join(cell["source"])
+    edited = re.sub(r"^pairs = \d+", f"pairs = {pairs}", source, flags=re.M)
+    assert edited != source, "the parameters cell no longer sets pairs"
+    cell["source"] = edited.splitlines(keepends=True)
+    (folder / "03_dense_features.ipynb").write_text(json.dumps(nb, indent=1) + "\n")
+    return {**defaults("03_dense_features"), "pairs": pairs}
+
+
+# What every code cell shows, read from JupyterLab's own models and the page: its source, execution
+# count, error outputs (type 'error' in the model), and the images rendered in its output area
+# (decoded: an <img> that failed to load has no natural width).
+CELL_REPORT = """() => window.jupyterapp.shell.currentWidget.content.widgets
+    .filter(c => c.model.type === 'code')
+    .map(c => {
+        const outputs = [];
+        for (let k = 0; k < c.model.outputs.length; k++) outputs.push(c.model.outputs.get(k).toJSON());
+        const images = Array.from(c.node.querySelectorAll('.jp-OutputArea-output img'));
+        return {source: c.model.sharedModel.getSource(), count: c.model.executionCount,
+                errors: outputs.filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue),
+                images: images.length, decoded: images.filter(i => i.complete && i.naturalWidth > 0).length};
+    })"""
+
+# Run All has finished: the kernel is idle and every code cell has run, or one failed (the kernel
+# then skips the cells queued after it, which keep no execution count).
+RUN_ALL_DONE = """() => { const w = window.jupyterapp.shell.currentWidget;
+    const s = w && w.sessionContext && w.sessionContext.session;
+    if (!s || !s.kernel || s.kernel.status !== 'idle') return false;
+    const cells = w.content.widgets.filter(c => c.model.type === 'code');
+    const failed = cells.some(c => { for (let k = 0; k < c.model.outputs.length; k++)
+        if (c.model.outputs.get(k).type === 'error') return true; return false; });
+    return failed || cells.every(c => c.model.executionCount !== null); }"""
+
+
+def test_dense_features_notebook_renders_every_figure_without_a_console_error(lab, browser_path, tmp_path):
+    from playwright import sync_api
+    url, token = lab
+    params = small_dense_notebook(tmp_path)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "dense_features_failure.png").unlink(missing_ok=True)
+    console = []
+    with sync_api.sync_playwright() as p:
+        browser = launch(p, browser_path)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.on("console", lambda m: m.type == "error" and console.append(f"console: {m.text} at {m.location}"))
+            page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+            open_notebook(page, url, token, "03_dense_features.ipynb")
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(RUN_ALL_DONE, timeout=240_000, polling=500)
+            cells = page.evaluate(CELL_REPORT)
+            page.screenshot(path=str(ARTIFACTS / "dense_features_browser.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dense_features_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    errors = [e for c in cells for e in c["errors"]]
+    assert not errors, errors
+    assert all(c["count"] is not None for c in cells), "a code cell did not run"
+    for c in cells:
+        expected = sum((len(params["indices"]) if name == "plot_dense_features" else 1)
+                       for name in DENSE_FIGURES if f"dense_viz.{name}(" in c["source"])
+        assert c["images"] == c["decoded"] == expected, (c["source"].splitlines()[-1], c["images"], c["decoded"])
+    assert sum(c["images"] for c in cells) == 3 + len(params["indices"])
+    assert not console, console
