@@ -6,6 +6,7 @@ with a one-line "did you mean" error. For 03_dense_features (on few view pairs):
 renders its images, no cell shows an error and the browser logs no console error. Screenshots go
 under runs/test-artifacts/."""
 
+import contextlib
 import json
 import os
 import re
@@ -97,97 +98,87 @@ def tuple_text(page) -> str:
     return page.locator(".widget-html", has_text="Δi=").first.inner_text()
 
 
-def launch(p, browser_path):
-    return p.chromium.launch(executable_path=browser_path, headless=True,
-                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+@contextlib.contextmanager
+def browser_page(browser_path: str, failure_png: str, height: int = 1800):
+    """A page of headless chromium (Debian's, through Playwright); a failure inside the block saves a
+    full-page screenshot as ARTIFACTS/failure_png first (an old one is removed); the browser closes."""
+    from playwright import sync_api
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / failure_png).unlink(missing_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)
+                raise
+        finally:
+            browser.close()
 
 
 def test_a_typo_typed_into_the_parameters_cell_fails_with_did_you_mean(lab, browser_path):
     """In JupyterLab papermill injects nothing: the validation cell reads the parameters cell as run."""
-    from playwright import sync_api
     url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = launch(p, browser_path)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            open_notebook(page, url, token, "typo.ipynb")
-            # select the whole "mask_ratio = ..." line of the parameters cell and type it with a typo
-            line = page.locator(".jp-Cell .cm-line", has_text="mask_ratio = 0.6").first
-            line.click()
-            page.keyboard.press("Home")
-            page.keyboard.press("Shift+End")
-            page.keyboard.type("mask_ratoi = 0.6  # share of view-1 patches masked")
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            error = page.locator(".jp-OutputArea-output", has_text="unknown parameter")
-            error.wait_for(timeout=120_000)
-            text = error.inner_text()
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_typo.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_typo_failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page(browser_path, "view_geometry_typo_failure.png", height=1400) as page:
+        open_notebook(page, url, token, "typo.ipynb")
+        # select the whole "mask_ratio = ..." line of the parameters cell and type it with a typo
+        line = page.locator(".jp-Cell .cm-line", has_text="mask_ratio = 0.6").first
+        line.click()
+        page.keyboard.press("Home")
+        page.keyboard.press("Shift+End")
+        page.keyboard.type("mask_ratoi = 0.6  # share of view-1 patches masked")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        error = page.locator(".jp-OutputArea-output", has_text="unknown parameter")
+        error.wait_for(timeout=120_000)
+        text = error.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "view_geometry_typo.png"), full_page=True)
     assert "unknown parameter 'mask_ratoi' (did you mean 'mask_ratio'?)" in text
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1  # the reason, not simlab's stack
 
 
 def test_view_geometry_notebook_in_chromium(lab, browser_path):
-    from playwright import sync_api
     url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "view_geometry_failure.png").unlink(missing_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"{url}/lab/tree/01_view_geometry.ipynb?token={token}", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            # Run > Run All Cells through JupyterLab's own command (the app is exposed for this test),
-            # once the kernel is up: cells sent before that are lost
-            page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                                   " const s = w && w.sessionContext && w.sessionContext.session;"
-                                   " return s && s.kernel && s.kernel.status === 'idle'; }", timeout=120_000)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            sliders = page.locator(".widget-slider")
-            sliders.first.wait_for(timeout=180_000)
-            image = page.locator(".widget-image").first
-            image.wait_for(timeout=60_000)
-            assert sliders.count() >= 9  # scale, ratio, y, x per view and the mask ratio
-            page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
-                                   " return i && i.src && i.naturalWidth > 0; }", timeout=60_000)
-            before = image.get_attribute("src")
-            text_before = tuple_text(page)
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_before.png"), full_page=True)
-            # move "v2 x" by typing into its readout, as a user can
-            readout = page.locator(".widget-slider", has_text="v2 x").locator(".widget-readout")
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("0.05")
-            page.keyboard.press("Enter")
-            page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
-                                   timeout=60_000)
-            assert tuple_text(page) != text_before
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_browser.png"), full_page=True)
-            # drag "v1 y" with the mouse, as a user does: the figure and the printed tuple follow
-            before, text_before = image.get_attribute("src"), tuple_text(page)
-            handle = page.locator(".widget-slider", has_text="v1 y").locator(".noUi-handle")
-            box = handle.bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
-            page.mouse.up()
-            page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
-                                   timeout=60_000)
-            assert tuple_text(page) != text_before
-            assert "sliders redraw" in page.locator(".widget-html", has_text="sliders redraw").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_dragged.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "view_geometry_failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page(browser_path, "view_geometry_failure.png") as page:
+        # Run > Run All Cells through JupyterLab's own command (the app is exposed for this test),
+        # once the kernel is up: cells sent before that are lost
+        open_notebook(page, url, token, "01_view_geometry.ipynb")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        sliders = page.locator(".widget-slider")
+        sliders.first.wait_for(timeout=180_000)
+        image = page.locator(".widget-image").first
+        image.wait_for(timeout=60_000)
+        assert sliders.count() >= 9  # scale, ratio, y, x per view and the mask ratio
+        page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
+                               " return i && i.src && i.naturalWidth > 0; }", timeout=60_000)
+        before = image.get_attribute("src")
+        text_before = tuple_text(page)
+        page.screenshot(path=str(ARTIFACTS / "view_geometry_before.png"), full_page=True)
+        # move "v2 x" by typing into its readout, as a user can
+        readout = page.locator(".widget-slider", has_text="v2 x").locator(".widget-readout")
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("0.05")
+        page.keyboard.press("Enter")
+        page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
+                               timeout=60_000)
+        assert tuple_text(page) != text_before
+        page.screenshot(path=str(ARTIFACTS / "view_geometry_browser.png"), full_page=True)
+        # drag "v1 y" with the mouse, as a user does: the figure and the printed tuple follow
+        before, text_before = image.get_attribute("src"), tuple_text(page)
+        handle = page.locator(".widget-slider", has_text="v1 y").locator(".noUi-handle")
+        box = handle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        page.wait_for_function("before => document.querySelector('.widget-image').src !== before", arg=before,
+                               timeout=60_000)
+        assert tuple_text(page) != text_before
+        assert "sliders redraw" in page.locator(".widget-html", has_text="sliders redraw").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "view_geometry_dragged.png"), full_page=True)
     assert (ARTIFACTS / "view_geometry_browser.png").stat().st_size > 20_000
 
 
@@ -236,28 +227,17 @@ RUN_ALL_DONE = """() => { const w = window.jupyterapp.shell.currentWidget;
 
 
 def test_dense_features_notebook_renders_every_figure_without_a_console_error(lab, browser_path, tmp_path):
-    from playwright import sync_api
     url, token = lab
     params = small_dense_notebook(tmp_path)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "dense_features_failure.png").unlink(missing_ok=True)
     console = []
-    with sync_api.sync_playwright() as p:
-        browser = launch(p, browser_path)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.on("console", lambda m: m.type == "error" and console.append(f"console: {m.text} at {m.location}"))
-            page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-            open_notebook(page, url, token, "03_dense_features.ipynb")
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(RUN_ALL_DONE, timeout=240_000, polling=500)
-            cells = page.evaluate(CELL_REPORT)
-            page.screenshot(path=str(ARTIFACTS / "dense_features_browser.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "dense_features_failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page(browser_path, "dense_features_failure.png") as page:
+        page.on("console", lambda m: m.type == "error" and console.append(f"console: {m.text} at {m.location}"))
+        page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+        open_notebook(page, url, token, "03_dense_features.ipynb")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(RUN_ALL_DONE, timeout=240_000, polling=500)
+        cells = page.evaluate(CELL_REPORT)
+        page.screenshot(path=str(ARTIFACTS / "dense_features_browser.png"), full_page=True)
     errors = [e for c in cells for e in c["errors"]]
     assert not errors, errors
     assert all(c["count"] is not None for c in cells), "a code cell did not run"
