@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, build_encoder, config_of, load_checkpoint
 from .floors import (PositionMean, image_mean_prediction, position_plus_image_prediction, random_patch_agreement,
                      same_index_matches, score_by_region, variance_shares)
+from .features import match_channels
 from .masking import keyed_masks
 from .views import TwoViewTransform, ViewGeometry, relative_coords
 
@@ -74,7 +75,7 @@ def dense_pair(model, images: torch.Tensor, indices, mean, std, seed: int = 0) -
     size = model.preprocess["input_size"]
     transform = TwoViewTransform(cfg.aug, size, mean, std, seed=seed)
     indices = torch.as_tensor(indices).reshape(-1)
-    views = transform(images, indices)
+    views = transform(match_channels(images, model.preprocess["in_chans"]), indices)
     grid = size // cfg.model.patch_size
     mask = keyed_masks(seed, 0, indices, grid, cfg.model.num_masked)
     latent = model.forward_online(views.view1, mask)

@@ -17,17 +17,23 @@ import torch.nn.functional as F
 Images = Union[torch.Tensor, Iterable]
 
 
+def match_channels(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, c, H, W): grey images repeated to RGB, RGB averaged to grey, so an
+    encoder pretrained on one kind of dataset can be probed on the other."""
+    if x.shape[1] == c:
+        return x
+    if x.shape[1] == 1 and c == 3:
+        return x.expand(-1, 3, -1, -1)
+    if x.shape[1] == 3 and c == 1:
+        return x.float().mean(1, keepdim=True).round().to(x.dtype) if x.dtype == torch.uint8 \
+            else x.mean(1, keepdim=True)
+    raise ValueError(f"images have {x.shape[1]} channels, the encoder takes {c}")
+
+
 def prepare(images: torch.Tensor, preprocess: dict) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] (B, C, H, W) -> the encoder's normalised input."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    c = preprocess["in_chans"]
-    if x.shape[1] != c:
-        if x.shape[1] == 1 and c == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and c == 1:
-            x = x.mean(1, keepdim=True)
-        else:
-            raise ValueError(f"images have {x.shape[1]} channels, the encoder takes {c}")
+    x = match_channels(images.float() / 255 if images.dtype == torch.uint8 else images.float(),
+                       preprocess["in_chans"])
     size = preprocess["input_size"]
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

@@ -150,7 +150,7 @@ def test_cli_probe_on_another_dataset_aligns_masks_with_the_encoder_input(tmp_pa
     assert main(["pretrain", "--preset", "tiny", "--out", str(run), "--steps", "2"]) == 0
     capsys.readouterr()
     assert main(["probe", "--checkpoint", str(list_checkpoints(run)[-1]), "--dataset", "fashion-mnist",
-                 "--train-size", "300", "--test-size", "100"]) == 0
+                 "--train-size", "300", "--test-size", "100", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["dataset"] == "fashion-mnist" and res["train_size"] == 300
     assert 0.0 <= res["fg_bg_miou"] <= 1.0 and res["linear"] > 0.2  # 28 px grey resized to the 16 px encoder
