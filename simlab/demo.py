@@ -45,12 +45,13 @@ def view_pair_figures(out_dir: Path, dataset: str = "shapes", indices=(0, 1, 2, 
 
 def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | None = None,
         probe_sizes: tuple[int, int] = (5000, 1000), kernel: str = "python3",
-        notebooks: bool = True) -> list[Path]:
+        notebooks: bool = True, params: dict[str, dict] | None = None) -> list[Path]:
     """The main job: static view figures, then the notebooks 01 -> 02 -> 03 -> 04 executed into ``out``.
 
     02 pretrains the ``demo`` preset into ``out/train`` (``pretrain_steps`` overrides its 250 steps;
     0 skips it, and 03/04 then use the shipped checkpoint; ``notebooks=False`` draws the static figures only); 03 looks at that run's dense features and
-    04 probes it next to the shipped ``demo-long`` checkpoint and a random-init encoder.
+    04 probes it next to the shipped ``demo-long`` checkpoint and a random-init encoder. ``params``
+    adds or changes parameters per notebook (e.g. ``{"03_dense_features": {"pairs": 32}}``).
     ``COMPLETE`` is written last; ``demo_times.json`` holds each part's wall time."""
     import json
 
@@ -84,10 +85,11 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
              ("03_dense_features", {"checkpoint": checkpoint}),
              ("04_probes", {"checkpoints": compare, "train_size": probe_sizes[0], "test_size": probe_sizes[1],
                            "raw_pixels": False})]  # raw pixels cost 3 CPU minutes; the claim table has them
-    for name, params in filter(None, chain if notebooks else []):
+    for name, values in filter(None, chain if notebooks else []):
         t0 = time.perf_counter()
         print(f"running notebook {name} ...", flush=True)
-        paths.append(run_notebook(name, out, params, kernel=kernel, progress=False, mark_complete=False, echo=True))
+        values = {**values, **(params or {}).get(name, {})}
+        paths.append(run_notebook(name, out, values, kernel=kernel, progress=False, mark_complete=False, echo=True))
         times[name] = time.perf_counter() - t0
         print(f"  {name}: {times[name]:.0f} s", flush=True)
     times["total"] = time.perf_counter() - start

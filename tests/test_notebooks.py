@@ -214,7 +214,7 @@ def test_tour_runs_under_papermill_with_tiny_parameters(tmp_path):
 def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     from simlab import demo, load_encoder
     out = tmp_path / "demo"
-    demo.run(out, pretrain_steps=3, probe_sizes=(300, 100))
+    demo.run(out, pretrain_steps=3, probe_sizes=(300, 100), params={"03_dense_features": {"pairs": 32}})
     for name in ("01_view_geometry", "02_pretrain", "03_dense_features", "04_probes"):
         assert (out / f"{name}.ipynb").exists(), name
     assert (out / "COMPLETE").exists()

@@ -143,7 +143,10 @@ def cli_pretrain(run: Path, workers: int, fault=None) -> subprocess.CompletedPro
                           start_new_session=True)
 
 
-@pytest.mark.parametrize("stop, workers", [("kill", 0), ("kill", 2), ("term", 0), ("int", 0), ("int", 2)])
+# without loader workers SIGKILL and Ctrl-C are opt-in (-m slow): the cases with workers cover the
+# same resume path and add the workers' own signal handling
+@pytest.mark.parametrize("stop, workers", [pytest.param("kill", 0, marks=pytest.mark.slow), ("kill", 2), ("term", 0),
+                                           pytest.param("int", 0, marks=pytest.mark.slow), ("int", 2)])
 def test_a_killed_or_terminated_run_resumes_bitwise_equal_to_an_uninterrupted_one(tmp_path, stop, workers):
     whole = cli_pretrain(tmp_path / "whole", workers)
     assert whole.returncode == 0, whole.stderr

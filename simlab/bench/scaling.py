@@ -41,7 +41,9 @@ def _point(preset_name: str, image_size: int, batch: int, mask_ratio: float, dev
             "peak_memory_mb": peak, "process_peak_mb": rss_kb() / 1024}
 
 
-def bench_scaling(quick: bool = False, device=None, plot: str = "bench/scaling.png") -> dict:
+def bench_scaling(quick: bool = False, device=None, plot: str = "bench/scaling.png", only=None) -> dict:
+    """Step time and peak memory along three sweeps (image size, batch, mask ratio), each point in
+    a fresh process so its memory peak is its own; ``only`` names the sweeps to run (default: all)."""
     import torch
 
     from . import hardware
@@ -55,6 +57,8 @@ def bench_scaling(quick: bool = False, device=None, plot: str = "bench/scaling.p
     }
     out: dict = {"hardware": hardware(), "device": device, "preset": name, "sweeps": {}}
     for sweep, points in sweeps.items():
+        if only is not None and sweep not in only:
+            continue
         rows = []
         for s, b, r in points:
             code = (f"import json; from simlab.bench.scaling import _point; "
