@@ -8,6 +8,7 @@ plotting or notebook package.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def finetune_command(args: argparse.Namespace) -> int:
     except NonFiniteError as e:
         print(f"simlab finetune: stopped: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(results, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the results: one prints them
+        print(json.dumps(results, indent=2))
     return 0
 
 

@@ -101,3 +101,23 @@ def id_baseline_markdown(res: dict) -> str:
         cells = [_pct(r[k]) if k in ("knn", "linear", "few_shot_5") else _num(r[k]) for k in keys]
         lines.append(f"| `{name}` | {r['dataset']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+SWEEP_COLUMNS = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
+                 ("class_miou", "class mIoU", False), ("decoder_loss", "decoder loss", False),
+                 ("blind_loss", "content-blind loss", False))
+
+
+def sweep_markdown(report: dict) -> str:
+    """A sweep's summary (``sweep.json``) as a markdown table: mean ± std over seeds per grid point."""
+    grid = list(report["spec"]["grid"])
+    cols = [c for c in SWEEP_COLUMNS if any(c[0] in s for s in report["summary"])]
+    lines = ["| " + " | ".join([*grid, "seeds", *(c[1] for c in cols)]) + " |",
+             "|" + " --- |" * (len(grid) + 1 + len(cols))]
+    for s in report["summary"]:
+        cells = []
+        for key, _, pct in cols:
+            m, sd = s.get(key), s.get(f"{key}_std", 0.0)
+            cells.append("–" if m is None else f"{100 * m:.1f} % ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}")
+        lines.append("| " + " | ".join([*(f"`{s[k]}`" for k in grid), str(s["seeds"]), *cells]) + " |")
+    return "\n".join(lines)

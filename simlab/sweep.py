@@ -237,6 +237,11 @@ def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list
         if probe.exists():
             data = json.loads(probe.read_text())
             row.update({k: data[k] for k in PROBE_KEYS if k in data})
+            if "dense_evidence" in data:  # SiM's decoder on held-out pairs beside the content-blind rule
+                from .dense import CONTENT_BLIND
+                scores = data["dense_evidence"]["predictions"]
+                row.update(decoder_loss=scores["decoder"]["all"]["loss"],
+                           blind_loss=scores[CONTENT_BLIND]["all"]["loss"])
         rows.append(row)
     return rows
 
@@ -265,7 +270,7 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     import csv
     from .registry import PROBE_KEYS
     rows = collect(spec, out, failures)
-    metrics = [m for m in (*PROBE_KEYS, "loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}
     (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")

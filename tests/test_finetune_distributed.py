@@ -95,3 +95,4 @@ def test_two_ranks_fine_tune_as_one_process_and_score_each_image_once(one, tmp_p
     # rank 0 alone wrote the run folder: one record per step, one checkpoint
     assert [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").open()] == [1, 2, 3, 4]
     assert len(list_checkpoints(tmp_path / "two")) == 1 and (tmp_path / "two" / "COMPLETE").exists()
+    assert json.loads(out.stdout)["ranks"] == 2  # the results printed once, by rank 0 (two copies do not parse)
