@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import split_invariant
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--set", "log_every=1", "--set", "num_workers=0"]
@@ -56,30 +57,6 @@ def final_state(run: Path) -> dict:
 
 def checkpoint_steps(run: Path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("*.pt"))
-
-
-def split_invariant(state: dict, objective: str = "sim") -> tuple[dict, dict]:
-    """(float tensors with an exact gradient, the parts whose exact gradient is zero).
-
-    The second part is attention's key biases (softmax ignores them) and, for ID, every bias and
-    BatchNorm running mean: there a Linear bias feeds a BatchNorm, which removes it, and the last
-    encoder block's output biases shift all tokens alike, which the projector's BatchNorm removes.
-    AdamW turns such zero gradients' rounding noise into updates of up to lr per step.
-    """
-    exact, invariant = {}, {}
-    for name, value in state.items():
-        if not value.is_floating_point():
-            continue
-        value = value.double()
-        if objective == "id" and name.endswith(("bias", "running_mean")):
-            invariant[name] = value
-            continue
-        if name.endswith("qkv.bias"):
-            d = value.shape[0] // 3
-            invariant[name] = value[d:2 * d]
-            value = torch.cat([value[:d], value[2 * d:]])
-        exact[name] = value
-    return exact, invariant
 
 
 def largest_difference(a: dict, b: dict) -> float:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import crash_finetune_at
 from simlab import finetune as ft
 from simlab.checkpoint import SHIPPED_CHECKPOINT, list_checkpoints, load_checkpoint, load_encoder
 from simlab.cli import main
@@ -60,16 +61,10 @@ def test_an_interrupted_fine_tune_resumes_bitwise_and_reruns_do_nothing(tmp_path
     cfg = lambda: ft.finetune_config("tiny", ["steps=16", "checkpoint_every=5", "keep_checkpoints=5",  # noqa: E731
                                               "train_size=640", "val_size=100", "log_every=1"])
     whole = ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "whole", **QUIET)
-    real = ft.lr_at
-
-    def crash(c, step, spe, total):
-        if step == 12:
-            raise RuntimeError("crash at step 12")
-        return real(c, step, spe, total)
-    monkeypatch.setattr(ft, "lr_at", crash)
+    restore = crash_finetune_at(monkeypatch, 12)
     with pytest.raises(RuntimeError, match="crash"):
         ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "split", **QUIET)
-    monkeypatch.setattr(ft, "lr_at", real)
+    restore()
     messages = []
     again = ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "split", log=messages.append)
     assert any("resuming" in m and "step 10" in m for m in messages)

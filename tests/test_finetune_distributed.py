@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import split_invariant
 
 from simlab import finetune as ft
 from simlab.checkpoint import SHIPPED_CHECKPOINT, list_checkpoints, load_checkpoint
@@ -38,17 +39,7 @@ def losses(run: Path) -> list[float]:
 
 def split_weights(run: Path) -> tuple[dict, dict]:
     """The final weights as (parameters with an exact gradient, attention key biases)."""
-    exact, keys = {}, {}
-    for name, value in load_checkpoint(list_checkpoints(run)[0])["model"].items():
-        if not value.is_floating_point():
-            continue
-        value = value.double()
-        if name.endswith("qkv.bias"):
-            d = value.shape[0] // 3
-            keys[name] = value[d:2 * d]
-            value = torch.cat([value[:d], value[2 * d:]])
-        exact[name] = value
-    return exact, keys
+    return split_invariant(load_checkpoint(list_checkpoints(run)[0])["model"])
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -95,4 +86,5 @@ def test_two_ranks_fine_tune_as_one_process_and_score_each_image_once(one, tmp_p
     # rank 0 alone wrote the run folder: one record per step, one checkpoint
     assert [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").open()] == [1, 2, 3, 4]
     assert len(list_checkpoints(tmp_path / "two")) == 1 and (tmp_path / "two" / "COMPLETE").exists()
-    assert json.loads(out.stdout)["ranks"] == 2  # the results printed once, by rank 0 (two copies do not parse)
+    # the results printed once, by rank 0, after its log lines (a second copy would not parse)
+    assert json.loads(out.stdout[out.stdout.index("{"):])["ranks"] == 2

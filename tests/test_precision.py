@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import crash_finetune_at
 from simlab import finetune as ft
 from simlab import devices
 from simlab.checkpoint import SHIPPED_CHECKPOINT, list_checkpoints, load_checkpoint
@@ -111,13 +112,7 @@ def test_fp16_overflow_skips_the_step_and_a_resume_restores_the_scale(tmp_path, 
     # untouched, no NonFiniteError) and the scale halved, which the checkpoint records
     fp16_on_cpu.init_scale = 2.0 ** 40
     cfg = lambda: small("warmup_epochs=0", "steps=2", "checkpoint_every=1")  # noqa: E731 - lr > 0 from step 0
-    real = ft.lr_at
-
-    def crash(c, step, spe, total):
-        if step == 1:
-            raise RuntimeError("crash at step 1")
-        return real(c, step, spe, total)
-    monkeypatch.setattr(ft, "lr_at", crash)
+    restore = crash_finetune_at(monkeypatch, 1)
     with pytest.raises(RuntimeError, match="crash"):
         ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "run", **QUIET)
     first = load_checkpoint(list_checkpoints(tmp_path / "run")[0])
@@ -125,7 +120,7 @@ def test_fp16_overflow_skips_the_step_and_a_resume_restores_the_scale(tmp_path, 
     initial = ft.build_classifier(SHIPPED_CHECKPOINT, cfg(), first["num_classes"]).state_dict()
     assert all(torch.equal(first["model"][k], initial[k]) for k in initial)  # the overflowing step was skipped
 
-    monkeypatch.setattr(ft, "lr_at", real)
+    restore()
     fp16_on_cpu.calls = []
     ft.finetune(SHIPPED_CHECKPOINT, cfg(), tmp_path / "run", **QUIET)
     assert ("load", 2.0 ** 39) in fp16_on_cpu.calls  # the resumed run continues from the saved scale
