@@ -276,11 +276,15 @@ def plot_sweep(summary: Sequence[dict], grid_keys: Sequence[str], metrics: Seque
     plt = _pyplot()
     first, rest = grid_keys[0], list(grid_keys[1:])
     xs = list(dict.fromkeys(str(s[first]) for s in summary))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    cols = min(len(metrics), 4)  # rows of at most four panels, so the figure stays readable
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
     lines: dict[tuple, list[dict]] = {}
     for s in summary:
         lines.setdefault(tuple(s[k] for k in rest), []).append(s)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes.flat, metrics):
         for key, group in lines.items():
             pts = sorted(((xs.index(str(s[first])), s.get(m), s.get(f"{m}_std", 0.0)) for s in group if m in s))
             if pts:

@@ -23,3 +23,29 @@ def test_id_baseline_table_is_generated_from_the_committed_result():
     from simlab.report import id_baseline_markdown
     res = json.loads((ROOT / "bench" / "id_baseline.json").read_text())
     assert id_baseline_markdown(res) in (ROOT / "README.md").read_text()
+
+
+def test_sweep_table_is_generated_from_the_committed_sweep():
+    from simlab.report import sweep_markdown
+    res = json.loads((ROOT / "bench" / "sweep_query_pos.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert res["done"] == res["points"] == 4
+    assert sweep_markdown(res) in readme, "regenerate the README table from bench/sweep_query_pos.json"
+    by_pos = {s["query_pos"]: s for s in res["summary"]}
+    for pos in ("relative", "absolute"):  # the prose quotes the decoder and the content-blind rule
+        assert f"{by_pos[pos]['decoder_loss']:.3f} against {by_pos[pos]['blind_loss']:.3f}" in readme
+    for fig in ("sweep.png", "sweep_compare.png"):
+        assert (ROOT / "docs" / "figures" / fig).stat().st_size > 20_000
+    ri = res["random_init"]  # the floor the prose sets the sweep beside
+    prose = " ".join(readme.split())
+    assert f"{100 * ri['linear']:.1f} % ± {100 * ri['linear_std']:.1f} linear" in prose
+    assert f"{ri['fg_bg_miou']:.3f} ± {ri['fg_bg_miou_std']:.3f} fg/bg mIoU" in prose
+
+
+def test_finetune_numbers_are_quoted_from_the_committed_result():
+    res = json.loads((ROOT / "bench" / "finetune.json").read_text())["results"]
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    pre, rnd = res["pretrained"], res["random init"]
+    assert pre["top1"] > rnd["top1"]
+    assert f"**{100 * pre['top1']:.1f} % top-1** ({100 * pre['top5']:.1f} % top-5)" in prose
+    assert f"to {100 * rnd['top1']:.1f} % ({100 * rnd['top5']:.1f} %) at equal steps" in prose
