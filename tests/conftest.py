@@ -1,12 +1,20 @@
 """Shared test settings: few threads, deterministic algorithms, and the data-availability rule."""
 
 import os
+import signal
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
 torch.use_deterministic_algorithms(True)
+
+# The Ctrl-C tests model a terminal's foreground job. A harness that starts the suite as a
+# background job hands it SIGINT ignored, which every child would inherit (and simlab rightly
+# leaves ignored), so those tests would hang: give the suite Python's default handler back; the
+# children then start with SIGINT at its default, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require_data(available: bool, how: str) -> None:

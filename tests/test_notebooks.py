@@ -164,11 +164,16 @@ def test_ctrl_c_interrupts_the_cell_keeps_the_notebook_and_the_run_and_prints_on
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = out / "train" / "metrics.jsonl"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:  # a failure must not leave the 100,000-step run and its kernel behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [f"simlab notebook: interrupted; the cells run so far are in "
                                         f"{out / '02_pretrain.ipynb'}"]
