@@ -237,6 +237,7 @@ def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     assert times["total"] >= times["02_pretrain"] > 0
 
 
+@pytest.mark.slow  # a minute: the claim harness has its own test; the demo-chain test runs 04 itself
 def test_probes_notebook_with_raw_pixels_and_a_claim_table(tmp_path):
     from simlab.bench import main as bench_main
     assert bench_main(["claim", "--quick", "--out", str(tmp_path / "claim"), "--objective", "sim"]) == 0
