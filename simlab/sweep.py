@@ -221,6 +221,7 @@ def run_sweep(spec: SweepSpec, out, workers: int = 1, log: Callable[[str], None]
 
 def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list[dict]:
     """One row per point: its grid values, seed, registry record and probe numbers."""
+    from .dense import CONTENT_BLIND
     from .registry import PROBE_KEYS, run_record
     rows = []
     for p in points(spec):
@@ -238,7 +239,6 @@ def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list
             data = json.loads(probe.read_text())
             row.update({k: data[k] for k in PROBE_KEYS if k in data})
             if "dense_evidence" in data:  # SiM's decoder on held-out pairs beside the content-blind rule
-                from .dense import CONTENT_BLIND
                 scores = data["dense_evidence"]["predictions"]
                 row.update(decoder_loss=scores["decoder"]["all"]["loss"],
                            blind_loss=scores[CONTENT_BLIND]["all"]["loss"])
