@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import require_data
 from simlab.bench import main as bench_main
 from simlab.claim import METRICS, markdown_table
@@ -37,6 +39,7 @@ def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, caps
     assert table.count("\n") == 1 + len(first) and "raw pixels" in table
 
 
+@pytest.mark.slow  # CI time (~40 s): Fashion-MNIST's loader and probes have their own default tests
 def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, capsys):
     require_data(FASHION_MNIST_DIR.exists(), "install it with 'sudo apt-get install dataset-fashion-mnist'")
     assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--datasets", "fashion-mnist",

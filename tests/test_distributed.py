@@ -85,9 +85,14 @@ def test_global_batchnorm_equals_one_batchnorm_over_all_ranks():
     assert max(diffs.values()) < 1e-5
 
 
-@pytest.mark.parametrize("objective", ["sim", "mae", "id"])
-def test_two_processes_compute_what_one_process_computes(tmp_path, objective):
-    args = [*TINY, "--steps", "6", "--set", f"objective={objective}"]
+# CI time: MAE has no collective beyond DDP's and UniGrad-ID none beyond SiM's F (SiM's case covers
+# both), so they are opt-in; ID with MoCo v3's InfoNCE gathers every rank's keys as its negatives
+@pytest.mark.parametrize("objective, extra", [("sim", []), pytest.param("mae", [], marks=pytest.mark.slow),
+                                              ("id", ["--set", "id_loss=infonce"]),
+                                              pytest.param("id", [], marks=pytest.mark.slow)],
+                         ids=["sim", "mae", "id-infonce", "id-unigrad"])
+def test_two_processes_compute_what_one_process_computes(tmp_path, objective, extra):
+    args = [*TINY, "--steps", "6", "--set", f"objective={objective}", *extra]
     one = single(["pretrain", *args, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     two = torchrun(["pretrain", *args, "--out", str(tmp_path / "two")])
@@ -100,7 +105,8 @@ def test_two_processes_compute_what_one_process_computes(tmp_path, objective):
     assert len(losses(tmp_path / "two")) == 6
 
 
-@pytest.mark.parametrize("overrides", [["decoder_norm=ln", "neg_weight=0"], ["objective=mae"]],
+@pytest.mark.parametrize("overrides", [["decoder_norm=ln", "neg_weight=0"],
+                                       pytest.param(["objective=mae"], marks=pytest.mark.slow)],
                          ids=["sim-layernorm", "mae"])
 def test_accumulation_equals_the_large_batch(tmp_path, overrides):
     """Without batch statistics (LayerNorm ablation, lambda = 0; or MAE) two micro-batches of 8 are one batch of 16."""
@@ -120,7 +126,7 @@ def test_accumulation_with_batchnorm_runs_on_two_ranks(tmp_path):
     assert bad.returncode == 2 and "accum_steps" in bad.stderr
 
 
-@pytest.mark.parametrize("kind", ["raise", "nan"])
+@pytest.mark.parametrize("kind", ["raise", pytest.param("nan", marks=pytest.mark.slow)])  # CI time: one default
 def test_a_fault_on_one_rank_stops_every_rank_quickly(tmp_path, kind):
     run = tmp_path / "run"
     start = time.monotonic()

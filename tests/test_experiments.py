@@ -91,34 +91,34 @@ def test_relaunch_from_a_saved_config_repeats_the_first_steps_bitwise(three_runs
 
 def test_sweep_killed_midway_and_rerun_trains_every_point_once(tmp_path):
     out = tmp_path / "sweep"
-    args = ["sweep", "--preset", "tiny", "--grid", "neg_weight=0.02,0.1", "--grid", "query_pos=relative,absolute",
+    # 2 values x 2 seeds = 4 points (each a training child process of a few seconds)
+    args = ["sweep", "--preset", "tiny", "--grid", "query_pos=relative,absolute",
             "--seeds", "0", "1", "--steps", "6", "--out", str(out), "--set", "log_every=2"]
     proc = subprocess.Popen([sys.executable, "-m", "simlab", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("*/COMPLETE"))) < 3:
+    while time.time() < deadline and len(list(out.glob("*/COMPLETE"))) < 2:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its training child die mid-way
     proc.wait()
     done_before = {p.parent.name for p in out.glob("*/COMPLETE")}
-    assert 3 <= len(done_before) < 8
+    assert 2 <= len(done_before) < 4
     mtimes = {name: (out / name / "COMPLETE").stat().st_mtime for name in done_before}
     rerun = _simlab(*args, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "8 points, " in rerun.stdout and f"{len(done_before)} done" in rerun.stdout
+    assert "4 points, " in rerun.stdout and f"{len(done_before)} done" in rerun.stdout
     report = json.loads((out / "sweep.json").read_text())
-    assert report["done"] == report["points"] == 8
+    assert report["done"] == report["points"] == 4
     assert all((out / name / "COMPLETE").stat().st_mtime == t for name, t in mtimes.items())  # not retrained
     for row in report["rows"]:
         steps = [json.loads(x)["step"] for x in (out / row["point"] / "metrics.jsonl").read_text().splitlines()]
         assert steps == [2, 4, 6], row["point"]  # every step logged once, resumed points included
         assert row["status"] == "complete"
-    assert {(r["neg_weight"], r["query_pos"]) for r in report["summary"]} == {
-        ("0.02", "relative"), ("0.02", "absolute"), ("0.1", "relative"), ("0.1", "absolute")}
-    assert (out / "sweep.csv").read_text().count("\n") == 9
+    assert {r["query_pos"] for r in report["summary"]} == {"relative", "absolute"}
+    assert (out / "sweep.csv").read_text().count("\n") == 5
     # a finished sweep reruns as a no-op; another grid on the same folder is refused
     assert _simlab(*args).returncode == 0
-    other = _simlab(*[a if a != "neg_weight=0.02,0.1" else "neg_weight=0.3" for a in args])
+    other = _simlab(*[a if a != "query_pos=relative,absolute" else "neg_weight=0.3" for a in args])
     assert other.returncode == 2 and "holds another sweep" in other.stderr
 
 

@@ -45,6 +45,9 @@ def test_schedule_warms_up_then_follows_a_cosine():
         ft.finetune_config("tiny", ["layer_decay=1.5"])
 
 
+# CI time (~70 s): opt-in; the README's fine-tune numbers come from bench/finetune.json, which
+# test_readme holds the README to, and the default tests keep the fine-tune mechanics
+@pytest.mark.slow
 def test_a_pretrained_encoder_fine_tunes_better_than_a_random_one(tmp_path):
     pre = ft.finetune(SHIPPED_CHECKPOINT, ft.finetune_config("tiny"), tmp_path / "pre", **QUIET)
     rnd = ft.finetune(SHIPPED_CHECKPOINT, ft.finetune_config("tiny", random_init=0), tmp_path / "rnd", **QUIET)

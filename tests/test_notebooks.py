@@ -219,7 +219,7 @@ def test_tour_runs_under_papermill_with_tiny_parameters(tmp_path):
 def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     from simlab import demo, load_encoder
     out = tmp_path / "demo"
-    demo.run(out, pretrain_steps=3, probe_sizes=(300, 100), params={"03_dense_features": {"pairs": 32}})
+    demo.run(out, pretrain_steps=3, probe_sizes=(200, 100), params={"03_dense_features": {"pairs": 32}})
     for name in ("01_view_geometry", "02_pretrain", "03_dense_features", "04_probes"):
         assert (out / f"{name}.ipynb").exists(), name
     assert (out / "COMPLETE").exists()
@@ -232,7 +232,7 @@ def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
         assert fig in pngs and (out / fig).stat().st_size > 5_000, fig
     probes = json.loads((out / "probes.json").read_text())
     assert [r["encoder"] for r in probes] == ["pretrained", "pretrained", "random-init"]
-    assert Path(probes[0]["checkpoint"]) == ckpt and probes[0]["train_size"] == 300
+    assert Path(probes[0]["checkpoint"]) == ckpt and probes[0]["train_size"] == 200
     times = json.loads((out / "demo_times.json").read_text())
     assert times["total"] >= times["02_pretrain"] > 0
 
