@@ -18,7 +18,9 @@ affine-free LayerNorm; SiM's loss on one token per image (``neg_weight`` is
 lambda, ``f_momentum`` is UniGrad's rho, 0 = the batch's F). Departures from
 MoCo v3: one direction (view 1 predicts view 2, as SiM; MoCo v3 symmetrises
 at twice the cost), UniGrad's loss instead of InfoNCE, mean-pooled patch
-tokens instead of the cls token.
+tokens instead of the cls token. ``id_loss=infonce`` swaps the loss for MoCo v3's own: both
+directions, each view's prediction scored against the momentum keys of every image in the global
+batch by InfoNCE at temperature ``id_temperature``, times ``2 * temperature`` (MoCo v3's scaling).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .config import Config
 from .loss import sim_loss, target_correlation
 from .pos_embed import grid_sincos
@@ -125,12 +128,21 @@ class InstanceDiscrimination(nn.Module):
         target = [p for mod in (self.target_encoder, self.target_projector) for p in mod.parameters()]
         torch._foreach_lerp_(target, online, 1.0 - momentum)
 
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.projector(self.pool(self.encoder.forward_features(images))))
+
+    @torch.no_grad()
+    def key(self, images: torch.Tensor) -> torch.Tensor:
+        return self.target_projector(self.pool(self.target_encoder.forward_features(images)))
+
     def forward(self, batch: dict, momentum: Optional[float] = None) -> tuple[torch.Tensor, dict]:
-        pred = self.predictor(self.projector(self.pool(self.encoder.forward_features(batch["view1"]))))
+        if self.cfg.model.id_loss == "infonce":
+            return self.forward_infonce(batch, momentum)
+        pred = self.query(batch["view1"])
         if momentum is not None:
             self.update_target(momentum)
         with torch.no_grad():
-            target = self.target_projector(self.pool(self.target_encoder.forward_features(batch["view2"])))
+            target = self.key(batch["view2"])
             with torch.autocast(device_type=target.device.type, enabled=False):
                 target = F.layer_norm(target.float(), target.shape[-1:])
         correlation = None
@@ -141,3 +153,48 @@ class InstanceDiscrimination(nn.Module):
             correlation = self.running_correlation
         loss, stats = sim_loss(pred[:, None], target[:, None], self.cfg.model.neg_weight, correlation)
         return loss, {"pred": pred[:, None], "target": target[:, None], "mask": batch.get("mask"), **stats}
+
+    def forward_infonce(self, batch: dict, momentum: Optional[float]) -> tuple[torch.Tensor, dict]:
+        """MoCo v3: ctr(q1, k2) + ctr(q2, k1), the target updated before the keys are computed."""
+        views = (batch["view1"], batch["view2"])
+        queries = [self.query(v) for v in views]
+        if momentum is not None:
+            self.update_target(momentum)
+        keys = [self.key(v) for v in views]
+        tau = self.cfg.model.id_temperature
+        (l12, acc12), (l21, _) = infonce(queries[0], keys[1], tau), infonce(queries[1], keys[0], tau)
+        loss = l12 + l21
+        # "pos" is the mean query-key cosine of matching views and "neg" the share of queries whose own
+        # key is not the nearest in the global batch (1 - top-1 instance accuracy), so the metrics log
+        # shows whether instance discrimination is being learned
+        with torch.no_grad():
+            pos = F.cosine_similarity(queries[0].float(), keys[1].float(), dim=-1).mean()
+        return loss, {"pred": queries[0][:, None], "target": keys[1][:, None], "mask": batch.get("mask"),
+                      "pos": pos, "neg": 1.0 - acc12}
+
+
+def infonce(query: torch.Tensor, key: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo v3's ``contrastive_loss``: (B, D) queries against the keys of every rank's batch.
+
+    Returns (loss, top-1 accuracy), the loss ``2 * temperature * cross_entropy`` in fp32 with query i's
+    positive its own key, at global index ``rank * B + i``.
+    """
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q = F.normalize(query.float(), dim=-1)
+        k = F.normalize(key.float().detach(), dim=-1)
+        k_all = gather_keys(k)
+        logits = q @ k_all.T / temperature
+        labels = torch.arange(q.shape[0], device=q.device) + distributed.info().rank * q.shape[0]
+        loss = F.cross_entropy(logits, labels) * (2 * temperature)
+        acc = (logits.detach().argmax(-1) == labels).float().mean()
+    return loss, acc
+
+
+def gather_keys(keys: torch.Tensor) -> torch.Tensor:
+    """(B, D) -> (world * B, D): every rank's keys, in rank order (no gradient flows to keys)."""
+    if not distributed.active():
+        return keys
+    import torch.distributed as dist
+    parts = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, keys.contiguous())
+    return torch.cat(parts)

@@ -60,6 +60,11 @@ class ModelConfig:
     # F <- rho F + (1 - rho) F_batch as original UniGrad does (rho = 0.99 there)
     f_momentum: float = 0.0
     mae_mask_ratio: float = 0.75         # objective=mae: fraction of patches masked (uniformly at random)
+    # objective=id: 'unigrad' (SiM's loss on one pooled token per image, one direction, as SiM's ID
+    # ablation) | 'infonce' (MoCo v3's: symmetric InfoNCE against the batch's momentum keys, at
+    # temperature id_temperature, scaled by 2 * temperature)
+    id_loss: str = "unigrad"
+    id_temperature: float = 0.2
     # deviation (not in SiM): subtract each image's mean target token before the target LayerNorm,
     # so the targets keep only what varies *within* a view (see README "Presets" for why a tiny
     # CPU run may need it)
@@ -89,6 +94,9 @@ class ModelConfig:
         _check(self.neg_weight >= 0, "neg_weight", f"must be >= 0, got {self.neg_weight}")
         _check(0 <= self.f_momentum < 1, "f_momentum", f"must be in [0, 1), got {self.f_momentum}")
         _check(0 < self.mae_mask_ratio < 1, "mae_mask_ratio", f"must be in (0, 1), got {self.mae_mask_ratio}")
+        _check(self.id_loss in ("unigrad", "infonce"), "id_loss",
+               f"must be unigrad or infonce, got {self.id_loss!r}")
+        _check(self.id_temperature > 0, "id_temperature", f"must be positive, got {self.id_temperature}")
 
 
 @dataclass
