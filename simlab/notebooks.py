@@ -28,8 +28,14 @@ __all__ = ["NOTEBOOK_DIR", "PARAMETERS", "Param", "ParameterError", "at_least", 
            "assigned_names", "check_parameters", "injected_names", "parameter_cell_names", "HEADLESS_ENV",
            "KernelDied", "run_notebook"]
 
-def _tracked_kernel_manager():
-    """jupyter_client's kernel manager, remembering the kernels it starts (so Ctrl-C can reach them)."""
+def _tracked_kernel_manager(process_log: Optional[Path] = None):
+    """jupyter_client's kernel manager, remembering the kernels it starts (so Ctrl-C can reach them).
+
+    With ``process_log``, the kernel *process's* own stdout and stderr (not the cells' output, which
+    arrives as messages) are appended to that file instead of this terminal. That is where ipykernel
+    logs, e.g. "KeyboardInterrupt caught in kernel." when jupyter_client's shutdown, which always
+    sends the kernel SIGINT first, lands while a message handler is still running: harmless, and
+    not a line a user could act on."""
     from jupyter_client import AsyncKernelManager
 
     class TrackedKernelManager(AsyncKernelManager):
@@ -38,6 +44,12 @@ def _tracked_kernel_manager():
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             TrackedKernelManager.started.append(self)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if process_log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(process_log, "a") as sink:  # the kernel keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": sink, "stderr": sink})
 
     return TrackedKernelManager
 
@@ -121,7 +133,7 @@ def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str 
     """Execute ``notebooks/NAME.ipynb`` into ``RUN_DIR/NAME.ipynb`` with papermill.
 
     What the cells print goes, as it comes, to ``RUN_DIR/NAME.log`` and, with ``echo``, to this
-    terminal; a pretraining cell prints one line per log interval there (no progress-bar redraws).
+    terminal (the kernel process's own log lines go to ``RUN_DIR/NAME.log`` only); a pretraining cell prints one line per log interval there (no progress-bar redraws).
     A kernel that dies (SIGKILL, out of memory) raises :class:`KernelDied` with what to do: the
     notebook so far is kept, and rerunning resumes the training from its newest checkpoint.
 
@@ -162,9 +174,9 @@ def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str 
         # under a deep home or temporary directory can be longer than that
         sockets = tempfile.mkdtemp(prefix="simlab-kernel-")
         engine["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
-    engine["kernel_manager_class"] = _tracked_kernel_manager()
     from nbclient.exceptions import DeadKernelError
     log_path = run_dir / f"{name}.log"
+    engine["kernel_manager_class"] = _tracked_kernel_manager(process_log=log_path)
     stream = _Tee(log_path, echo)
     stream.write(f"=== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} parameters {given}\n")
     headless = os.environ.get(HEADLESS_ENV)

@@ -3,6 +3,7 @@
 import ast
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,11 +185,20 @@ def test_ctrl_c_interrupts_the_cell_keeps_the_notebook_and_the_run_and_prints_on
     assert not (out / "COMPLETE").exists()
 
 
-def test_a_failing_cell_keeps_its_error_and_exits_non_zero(tmp_path, capsys):
+def test_a_failing_cell_keeps_its_error_and_exits_non_zero(tmp_path, capfd, monkeypatch):
+    # the kernel process writes a line of its own at start-up (as ipykernel logs do): it belongs in the
+    # run's log, not on the terminal
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.stderr.write('kernel process line\\n')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     run = tmp_path / "run"
     assert main(["notebook", "03_dense_features", "--out", str(run), "--quiet",
                  "-p", "checkpoint", str(tmp_path / "missing.pt")]) == 1
-    assert "CheckpointError" in capsys.readouterr().err
+    terminal = capfd.readouterr()
+    assert "CheckpointError" in terminal.err
+    assert "kernel process line" not in terminal.out + terminal.err
+    assert "kernel process line" in (run / "03_dense_features.log").read_text()
     executed = json.loads((run / "03_dense_features.ipynb").read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert len(errors) == 1 and "no such checkpoint" in errors[0]["evalue"]
