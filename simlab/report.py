@@ -103,6 +103,27 @@ def id_baseline_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def id_infonce_comparison(res: dict, dataset: str = "fashion-mnist") -> dict:
+    """The README's prose on ID with InfoNCE against random init (bench/id_baseline.json): the
+    ``infonce`` runs' mean over seeds beside the random-init runs' mean ± std, per probe."""
+    import statistics
+    prefix = "fm_" if dataset == "fashion-mnist" else ""
+    runs = {name: r for name, r in res["runs"].items() if r["dataset"] == dataset}
+    ids = [r for name, r in runs.items() if name.startswith(prefix + "infonce")]
+    rnd = [r for name, r in runs.items() if name.startswith(prefix + "random")]
+
+    def pair(key: str, pct: bool) -> str:
+        scale, unit, digits = (100, " %", 1) if pct else (1, "", 3)
+        a = statistics.mean(r[key] for r in ids) * scale
+        b = [r[key] * scale for r in rnd]
+        spread = f" ± {statistics.stdev(b):.{digits}f}" if len(b) > 1 else ""
+        return f"{a:.{digits}f}{unit} against {statistics.mean(b):.{digits}f}{unit}{spread}"
+
+    return {"knn": f"k-NN {pair('knn', True)}", "few_shot_5": f"5-shot {pair('few_shot_5', True)}",
+            "class_miou": f"class mIoU {pair('class_miou', False)}", "linear": pair("linear", True),
+            "fg_bg_miou": pair("fg_bg_miou", False), "id_seeds": len(ids), "random_seeds": len(rnd)}
+
+
 SWEEP_COLUMNS = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
                  ("class_miou", "class mIoU", False), ("decoder_loss", "decoder loss", False),
                  ("blind_loss", "content-blind loss", False))

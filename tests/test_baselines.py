@@ -15,6 +15,15 @@ from simlab.presets import preset
 from simlab.train import build_model, pretrain
 
 
+def assert_only_the_online_side_learns(model):
+    """After a backward pass: every trainable online parameter has a gradient, no target one does."""
+    for name, p in model.named_parameters():
+        if name.startswith("target_"):
+            assert p.grad is None, name
+        elif p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 def tiny_batch(cfg, n=8):
     ds = build_pretrain_dataset(cfg)
     return TwoViewBatches(ds, cfg)[(0, 0, torch.arange(n))]
@@ -45,11 +54,7 @@ def test_id_sees_whole_views_and_only_its_online_side_learns():
     loss, out = model(batch, momentum=0.99)
     assert out["pred"].shape == out["target"].shape == (8, 1, cfg.model.decoder_dim)
     loss.backward()
-    for name, p in model.named_parameters():
-        if name.startswith("target_"):
-            assert p.grad is None, name
-        elif p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_only_the_online_side_learns(model)
     assert not model.encoder.patch_embed.proj.weight.requires_grad  # frozen, as SiM's
 
 
@@ -85,11 +90,7 @@ def test_id_infonce_is_symmetric_and_learns_to_tell_images_apart(tmp_path):
     model = InstanceDiscrimination(cfg)
     loss, out = model(batch, momentum=0.99)
     loss.backward()
-    for name, p in model.named_parameters():
-        if name.startswith("target_"):
-            assert p.grad is None, name
-        elif p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_only_the_online_side_learns(model)
     # swapping the views leaves a symmetric loss unchanged (the target is already updated, momentum None)
     model.eval()
     with torch.no_grad():

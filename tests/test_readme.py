@@ -49,3 +49,16 @@ def test_finetune_numbers_are_quoted_from_the_committed_result():
     assert pre["top1"] > rnd["top1"]
     assert f"**{100 * pre['top1']:.1f} % top-1** ({100 * pre['top5']:.1f} % top-5)" in prose
     assert f"to {100 * rnd['top1']:.1f} % ({100 * rnd['top5']:.1f} %) at equal steps" in prose
+
+
+def test_id_prose_quotes_the_committed_runs():
+    from simlab.report import id_infonce_comparison
+    res = json.loads((ROOT / "bench" / "id_baseline.json").read_text())
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    quoted = id_infonce_comparison(res)
+    assert quoted["id_seeds"] == 2 and quoted["random_seeds"] == 3
+    for key in ("knn", "few_shot_5", "class_miou", "linear", "fg_bg_miou"):
+        assert quoted[key] in prose, (key, quoted[key])
+    shapes = res["runs"]["infonce"]
+    assert f"{100 * shapes['linear']:.1f} % linear against 16.0 % ± 0.9" in prose
+    assert f"{100 * shapes['knn']:.1f} % k-NN against 12.8 % ± 0.2" in prose
