@@ -224,6 +224,13 @@ def test_tour_runs_under_papermill_with_tiny_parameters(tmp_path):
     assert "mae step" in text and "probing id" in text  # the long waits say what runs
     # the status line of the live curves is text, never a raw dict
     assert not any("{'text/plain'" in "".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    # the tour benchmark's per-cell times (python -m simlab.bench tour) read papermill's own record
+    from simlab.bench.notebook_times import cell_times
+    times = cell_times(executed)
+    code = [k for k, c in enumerate(executed["cells"]) if c["cell_type"] == "code"]
+    assert [t["cell"] for t in times] == code and all(t["seconds"] >= 0 for t in times)
+    assert times[code.index(next(k for k in code if "pretrain(cfg" in "".join(executed["cells"][k]["source"])))][
+        "first_line"].startswith("from simlab.train import pretrain")
 
 
 def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):

@@ -62,3 +62,21 @@ def test_id_prose_quotes_the_committed_runs():
     shapes = res["runs"]["infonce"]
     assert f"{100 * shapes['linear']:.1f} % linear against 16.0 % ± 0.9" in prose
     assert f"{100 * shapes['knn']:.1f} % k-NN against 12.8 % ± 0.2" in prose
+
+
+def test_tour_time_is_quoted_from_the_committed_benchmark():
+    res = json.loads((ROOT / "bench" / "tour.json").read_text())
+    minutes, seconds = divmod(round(res["total_s"]), 60)
+    readme = (ROOT / "README.md").read_text()
+    assert f"| {minutes} min {seconds} s at its defaults" in readme
+    p = res["parameters"]
+    assert (f"({p['steps']} SiM steps, {p['baseline_steps']} MAE and {p['baseline_steps']} ID steps, four probes of "
+            f"{p['probe_train']:,} / {p['probe_test']} images") in readme
+    from simlab.notebooks import defaults
+    assert p == {k: v for k, v in defaults("00_tour").items() if k != "run_dir"}  # measured at the defaults
+    assert abs(sum(c["seconds"] for c in res["cells"]) - res["cells_s"]) < 1.0
+    bench_readme = " ".join((ROOT / "bench" / "README.md").read_text().split())
+    assert f"{res['total_s']} s in all" in bench_readme
+    slow = sorted(res["cells"], key=lambda c: -c["seconds"])[:3]  # probes, SiM run, MAE and ID runs
+    for cell in slow:
+        assert f"{round(cell['seconds'])} s" in bench_readme, cell

@@ -99,7 +99,12 @@ def bench_speedrun(quick: bool = False, out: str = "runs/speedrun", steps=None, 
     return {"hardware": hardware(), **report}
 
 
-BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+def bench_tour(quick: bool = False) -> dict:
+    from .notebook_times import bench_tour as run
+    return run(quick=quick)
+
+
+BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "tour": bench_tour, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
