@@ -4,6 +4,7 @@ pretrained against random init on shapes, and the run folder's resume rules."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,5 +107,6 @@ def test_zero_bit_posterize_gives_black_as_older_pillow_did():
     from timm.data import auto_augment as aa
     ft.transforms(ft.finetune_config("tiny"), {"input_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3})
     img = Image.new("RGB", (4, 4), (200, 100, 50))
-    assert list(aa.NAME_TO_OP["PosterizeIncreasing"](img, 0).getdata()) == [(0, 0, 0)] * 16
-    assert list(aa.NAME_TO_OP["PosterizeIncreasing"](img, 1).getdata()) == [(128, 0, 0)] * 16
+    pixels = lambda im: {tuple(int(v) for v in px) for px in np.asarray(im).reshape(-1, 3)}  # noqa: E731
+    assert pixels(aa.NAME_TO_OP["PosterizeIncreasing"](img, 0)) == {(0, 0, 0)}
+    assert pixels(aa.NAME_TO_OP["PosterizeIncreasing"](img, 1)) == {(128, 0, 0)}
