@@ -59,9 +59,11 @@ def test_id_prose_quotes_the_committed_runs():
     assert quoted["id_seeds"] == 2 and quoted["random_seeds"] == 3
     for key in ("knn", "few_shot_5", "class_miou", "linear", "fg_bg_miou"):
         assert quoted[key] in prose, (key, quoted[key])
-    shapes = res["runs"]["infonce"]
+    shapes, strong = res["runs"]["infonce"], res["runs"]["infonce_strong"]
     assert f"{100 * shapes['linear']:.1f} % linear against 16.0 % ± 0.9" in prose
     assert f"{100 * shapes['knn']:.1f} % k-NN against 12.8 % ± 0.2" in prose
+    assert (f"{100 * strong['knn']:.1f} % k-NN, {100 * strong['linear']:.1f} % linear, fg/bg "
+            f"{strong['fg_bg_miou']:.3f} against 0.709 and class mIoU {strong['class_miou']:.3f} against 0.117") in prose
 
 
 def test_tour_time_is_quoted_from_the_committed_benchmark():
