@@ -141,10 +141,9 @@ class InstanceDiscrimination(nn.Module):
         pred = self.query(batch["view1"])
         if momentum is not None:
             self.update_target(momentum)
-        with torch.no_grad():
-            target = self.key(batch["view2"])
-            with torch.autocast(device_type=target.device.type, enabled=False):
-                target = F.layer_norm(target.float(), target.shape[-1:])
+        target = self.key(batch["view2"])  # no gradient: key() runs under no_grad
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            target = F.layer_norm(target.float(), target.shape[-1:])
         correlation = None
         rho = self.cfg.model.f_momentum
         if rho > 0:

@@ -60,9 +60,9 @@ class ModelConfig:
     # F <- rho F + (1 - rho) F_batch as original UniGrad does (rho = 0.99 there)
     f_momentum: float = 0.0
     mae_mask_ratio: float = 0.75         # objective=mae: fraction of patches masked (uniformly at random)
-    # objective=id: 'unigrad' (SiM's loss on one pooled token per image, one direction, as SiM's ID
-    # ablation) | 'infonce' (MoCo v3's: symmetric InfoNCE against the batch's momentum keys, at
-    # temperature id_temperature, scaled by 2 * temperature)
+    # objective=id: 'unigrad' (SiM's own loss on one pooled token per image, one direction) |
+    # 'infonce' (MoCo v3's: symmetric InfoNCE against the batch's momentum keys, at temperature
+    # id_temperature, scaled by 2 * temperature)
     id_loss: str = "unigrad"
     id_temperature: float = 0.2
     # deviation (not in SiM): subtract each image's mean target token before the target LayerNorm,

@@ -133,7 +133,8 @@ def run_notebook(name: str, run_dir, params: Optional[dict] = None, kernel: str 
     """Execute ``notebooks/NAME.ipynb`` into ``RUN_DIR/NAME.ipynb`` with papermill.
 
     What the cells print goes, as it comes, to ``RUN_DIR/NAME.log`` and, with ``echo``, to this
-    terminal (the kernel process's own log lines go to ``RUN_DIR/NAME.log`` only); a pretraining cell prints one line per log interval there (no progress-bar redraws).
+    terminal (the kernel process's own log lines go to ``RUN_DIR/NAME.log`` only); a pretraining
+    cell prints one line per log interval there (no progress-bar redraws).
     A kernel that dies (SIGKILL, out of memory) raises :class:`KernelDied` with what to do: the
     notebook so far is kept, and rerunning resumes the training from its newest checkpoint.
 

@@ -103,14 +103,12 @@ def id_baseline_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def id_infonce_comparison(res: dict, dataset: str = "fashion-mnist") -> dict:
-    """The README's prose on ID with InfoNCE against random init (bench/id_baseline.json): the
-    ``infonce`` runs' mean over seeds beside the random-init runs' mean ± std, per probe."""
+def id_infonce_comparison(res: dict, ids: str = "fm_infonce", random_init: str = "fm_random") -> dict:
+    """The README's prose on ID with InfoNCE against random init (bench/id_baseline.json): the mean
+    over the runs named ``ids*`` (its seeds) beside the mean ± std of the ``random_init*`` runs."""
     import statistics
-    prefix = "fm_" if dataset == "fashion-mnist" else ""
-    runs = {name: r for name, r in res["runs"].items() if r["dataset"] == dataset}
-    ids = [r for name, r in runs.items() if name.startswith(prefix + "infonce")]
-    rnd = [r for name, r in runs.items() if name.startswith(prefix + "random")]
+    ids = [r for name, r in res["runs"].items() if name.startswith(ids)]
+    rnd = [r for name, r in res["runs"].items() if name.startswith(random_init)]
 
     def pair(key: str, pct: bool) -> str:
         scale, unit, digits = (100, " %", 1) if pct else (1, "", 3)
