@@ -128,7 +128,8 @@ SWEEP_COLUMNS = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou
 
 
 def sweep_markdown(report: dict) -> str:
-    """A sweep's summary (``sweep.json``) as a markdown table: mean ± std over seeds per grid point."""
+    """A sweep's summary (``sweep.json``) as a markdown table: mean ± std over seeds per grid point, and
+    the random-init floor as the last row where the sweep has one."""
     grid = list(report["spec"]["grid"])
     cols = [c for c in SWEEP_COLUMNS if any(c[0] in s for s in report["summary"])]
     lines = ["| " + " | ".join([*grid, "seeds", *(c[1] for c in cols)]) + " |",
@@ -139,4 +140,47 @@ def sweep_markdown(report: dict) -> str:
             m, sd = s.get(key), s.get(f"{key}_std", 0.0)
             cells.append("–" if m is None else f"{100 * m:.1f} % ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}")
         lines.append("| " + " | ".join([*(f"`{s[k]}`" for k in grid), str(s["seeds"]), *cells]) + " |")
+    ri = report.get("random_init")
+    if ri:  # the floor, on the same probe sizes: no decoder, so no decoder loss
+        cells = ["–" if key not in ri else f"{100 * ri[key]:.1f} % ± {100 * ri[key + '_std']:.1f}" if pct
+                 else f"{ri[key]:.3f} ± {ri[key + '_std']:.3f}" for key, _, pct in cols]
+        lines.append("| " + " | ".join(["random init", *("–" for _ in grid[1:]), str(len(ri["seeds"])), *cells])
+                     + " |")
+    return "\n".join(lines)
+
+
+SPEEDRUN_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
+                   ("class_miou", "class mIoU", False))
+
+
+def speedrun_markdown(report: dict) -> str:
+    """``bench/speedrun.json`` as the README's table: per objective and probe, the training seconds at
+    which the probe first reached its threshold ("not in N s" where it never did) and the value at the
+    run's last checkpoint, under a header row with the thresholds and the random-init encoder."""
+    def value(v, pct):
+        return _pct(v) if pct else _num(v)
+
+    head = ["objective", "images/s"] + [f"{label} (≥ {value(report['thresholds'][k], pct)})"
+                                        for k, label, pct in SPEEDRUN_PROBES]
+    if "sim" in report["objectives"]:
+        head.append("decoder loss < content-blind")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    ri = report["random_init"]
+    lines.append("| random init | – | " + " | ".join(value(ri.get(k), pct) for k, _, pct in SPEEDRUN_PROBES)
+                 + (" | – |" if "sim" in report["objectives"] else " |"))
+    for objective, res in report["objectives"].items():
+        last = res["curve"][-1]
+        crossed = res["time_to_threshold_s"]
+
+        def cell(key, shown):
+            t = crossed.get(key)
+            when = f"**{t:.0f} s**" if t is not None else f"not in {last['train_seconds']:.0f} s"
+            return f"{when} ({shown})"
+
+        cells = [cell(k, value(last.get(k), pct)) for k, _, pct in SPEEDRUN_PROBES]
+        if "sim" in report["objectives"]:
+            cells.append(cell("decoder_beats_content_blind",
+                              f"{_num(last.get('decoder_loss'))} vs {_num(last.get('blind_loss'))}")
+                         if objective == "sim" else "–")
+        lines.append(f"| {objective} | {res['images_per_s']:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

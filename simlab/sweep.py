@@ -8,7 +8,10 @@ process, one at a time or ``workers`` at once (the CPU threads split between the
 folder holds ``COMPLETE`` (and, with ``probe``, its ``probe.json``) is skipped, an interrupted one
 resumes, so rerunning the same command after a kill finishes the sweep and trains no step twice.
 ``OUT/sweep.json`` holds the spec and the results table, ``OUT/sweep.csv`` the same as CSV and
-``OUT/sweep.png`` the metrics against the first grid key (mean ± std over seeds).
+``OUT/sweep.png`` the metrics against the first grid key (mean ± std over seeds). With ``probe``, the
+floor is probed too: a random-init encoder of the first point's architecture for every seed, on the
+same probe sizes (``OUT/random_init,seed=S.json``, cached), summarised as ``random_init`` in
+``sweep.json`` and as the first row of :func:`simlab.report.sweep_markdown`'s table.
 
 A point's failure (non-finite loss, a crash) is recorded in the table and the other points go on.
 """
@@ -216,7 +219,28 @@ def run_sweep(spec: SweepSpec, out, workers: int = 1, log: Callable[[str], None]
         for w in running:
             if w.proc is not None and w.proc.poll() is None:
                 w.proc.terminate()
+    if spec.probe:
+        probe_random_init(spec, out, log)
     return write_results(spec, out, failures)
+
+
+def _random_init_file(out: Path, seed: int) -> Path:
+    return out / f"random_init,seed={seed}.json"
+
+
+def probe_random_init(spec: SweepSpec, out: Path, log: Callable[[str], None] = print) -> None:
+    """The floor of a probed sweep: ``simlab probe --random-init SEED`` on the first finished point's
+    architecture, for every seed, at the sweep's probe sizes; each cached in its own JSON file."""
+    first = next((run_dir_of(out, p, spec.via) for p in points(spec)
+                  if (run_dir_of(out, p, spec.via) / "COMPLETE").exists()), None)
+    for seed in spec.seeds:
+        path = _random_init_file(out, seed)
+        if first is None or path.exists():
+            continue
+        log(f"probing a random-init encoder, seed {seed}")
+        subprocess.run([sys.executable, "-m", "simlab", "probe", "--checkpoint", str(first), "--random-init",
+                        str(seed), "--out", str(path), "--json", "--train-size", str(spec.probe_train),
+                        "--test-size", str(spec.probe_test)], check=True, stdout=subprocess.DEVNULL)
 
 
 def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list[dict]:
@@ -265,6 +289,20 @@ def summarise(spec: SweepSpec, rows: list[dict], metrics: Sequence[str]) -> list
     return out
 
 
+def random_init_summary(spec: SweepSpec, floors: list[dict]) -> dict:
+    """Mean ± std over seeds of the random-init probes (``floors``: one ``simlab probe`` JSON per seed)."""
+    import statistics
+    from .registry import PROBE_KEYS
+    out = {"command": f"simlab probe --checkpoint RUN --random-init SEED --train-size {spec.probe_train} "
+                      f"--test-size {spec.probe_test}", "seeds": spec.seeds[:len(floors)]}
+    for key in PROBE_KEYS:
+        vals = [f[key] for f in floors if isinstance(f.get(key), (int, float))]
+        if vals:
+            out[key] = statistics.mean(vals)
+            out[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
 def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> dict:
     """``sweep.json`` (spec, rows, summary), ``sweep.csv`` and ``sweep.png``."""
     import csv
@@ -273,6 +311,10 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}
+    floors = [json.loads(_random_init_file(out, s).read_text()) for s in spec.seeds
+              if _random_init_file(out, s).exists()]
+    if floors:
+        report["random_init"] = random_init_summary(spec, floors)
     (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     cols = ["point", *spec.grid, "seed", "status", "step", *metrics]
     with open(out / "sweep.csv", "w", newline="") as f:

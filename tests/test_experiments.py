@@ -152,3 +152,23 @@ def test_speedrun_places_each_checkpoint_on_the_training_clock(tmp_path):
     assert sim["decoder_loss"] > 0 and sim["blind_loss"] > 0
     assert "decoder_beats_content_blind" in report["objectives"]["sim"]["time_to_threshold_s"]
     assert 0.0 <= report["random_init"]["knn"] <= 1.0
+    from simlab.report import speedrun_markdown
+    table = speedrun_markdown(report).splitlines()  # the README's table: one row per objective under the floor
+    assert table[2].startswith("| random init |") and [r.split(" |")[0] for r in table[3:]] == ["| sim", "| mae", "| id"]
+    assert all(("not in " in r) or (" s** (" in r) for r in table[3:])
+
+
+def test_a_probed_sweep_probes_its_random_init_floor_on_the_same_sizes(tmp_path):
+    from simlab.report import sweep_markdown
+    from simlab.sweep import SweepSpec, run_sweep
+    spec = SweepSpec("tiny", {"neg_weight": ["0.1"]}, seeds=[0], steps=2, probe=True, probe_train=64,
+                     probe_test=32)
+    report = run_sweep(spec, tmp_path, log=lambda *_: None)
+    floor = json.loads((tmp_path / "random_init,seed=0.json").read_text())
+    trained = json.loads((tmp_path / "neg_weight=0.1,seed=0" / "probe.json").read_text())
+    assert floor["encoder"] == "random-init" and trained["encoder"] == "pretrained"
+    assert floor["train_size"] == 64 and floor["test_size"] == 32
+    ri = report["random_init"]
+    assert ri["seeds"] == [0] and ri["linear"] == floor["linear"] and ri["knn_std"] == 0.0
+    assert "--random-init SEED --train-size 64 --test-size 32" in ri["command"]
+    assert sweep_markdown(report).splitlines()[-1].startswith(f"| random init | 1 | {100 * floor['linear']:.1f} %")

@@ -87,3 +87,15 @@ def test_tour_time_is_quoted_from_the_committed_benchmark():
     slow = sorted(res["cells"], key=lambda c: -c["seconds"])[:3]  # probes, SiM run, MAE and ID runs
     for cell in slow:
         assert f"{round(cell['seconds'])} s" in bench_readme, cell
+
+
+def test_demo_budget_tables_are_generated_from_the_committed_sweeps():
+    from simlab.report import sweep_markdown
+    readme = (ROOT / "README.md").read_text()
+    for name in ("demo_lr", "demo_batch64"):
+        res = json.loads((ROOT / "bench" / f"{name}.json").read_text())
+        assert res["done"] == res["points"], name
+        # both searched at the same 38,400 images (300 steps of 128, 600 of 64) and make demo's probe sizes
+        assert res["spec"]["steps"] * {"demo_lr": 128, "demo_batch64": 64}[name] == 38_400
+        assert (res["spec"]["probe_train"], res["spec"]["probe_test"]) == (5000, 1000)
+        assert sweep_markdown(res) in readme, f"regenerate the README table from bench/{name}.json"
