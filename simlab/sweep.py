@@ -295,6 +295,8 @@ def random_init_summary(spec: SweepSpec, floors: list[dict]) -> dict:
     from .registry import PROBE_KEYS
     out = {"command": f"simlab probe --checkpoint RUN --random-init SEED --train-size {spec.probe_train} "
                       f"--test-size {spec.probe_test}", "seeds": spec.seeds[:len(floors)]}
+    out["per_seed"] = [{"seed": seed, **{k: f[k] for k in PROBE_KEYS if k in f}}
+                       for seed, f in zip(spec.seeds, floors)]  # for paired comparisons, seed by seed
     for key in PROBE_KEYS:
         vals = [f[key] for f in floors if isinstance(f.get(key), (int, float))]
         if vals:

@@ -170,5 +170,7 @@ def test_a_probed_sweep_probes_its_random_init_floor_on_the_same_sizes(tmp_path)
     assert floor["train_size"] == 64 and floor["test_size"] == 32
     ri = report["random_init"]
     assert ri["seeds"] == [0] and ri["linear"] == floor["linear"] and ri["knn_std"] == 0.0
+    assert ri["per_seed"] == [{"seed": 0, **{k: floor[k] for k in ("linear", "knn", "few_shot_5", "fg_bg_miou",
+                                                                    "class_miou")}}]
     assert "--random-init SEED --train-size 64 --test-size 32" in ri["command"]
     assert sweep_markdown(report).splitlines()[-1].startswith(f"| random init | 1 | {100 * floor['linear']:.1f} %")

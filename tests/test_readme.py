@@ -99,3 +99,11 @@ def test_demo_budget_tables_are_generated_from_the_committed_sweeps():
         assert res["spec"]["steps"] * {"demo_lr": 128, "demo_batch64": 64}[name] == 38_400
         assert (res["spec"]["probe_train"], res["spec"]["probe_test"]) == (5000, 1000)
         assert sweep_markdown(res) in readme, f"regenerate the README table from bench/{name}.json"
+    seeds = json.loads((ROOT / "bench" / "demo_seeds.json").read_text())
+    assert seeds["done"] == seeds["points"] == 3 and seeds["spec"]["steps"] is None  # the preset's own length
+    assert seeds["spec"]["seeds"] == seeds["random_init"]["seeds"] == [0, 1, 2]
+    assert (seeds["spec"]["probe_train"], seeds["spec"]["probe_test"]) == (5000, 1000)
+    assert sweep_markdown(seeds) in readme, "regenerate the README table from bench/demo_seeds.json"
+    paired = [f"{100 * r['linear']:.1f} against {100 * f['linear']:.1f}"  # the prose's same-seed linear pairs
+              for r, f in zip(seeds["rows"], seeds["random_init"]["per_seed"])]
+    assert all(p in " ".join(readme.split()) for p in paired)
