@@ -107,3 +107,15 @@ def test_demo_budget_tables_are_generated_from_the_committed_sweeps():
     paired = [f"{100 * r['linear']:.1f} against {100 * f['linear']:.1f}"  # the prose's same-seed linear pairs
               for r, f in zip(seeds["rows"], seeds["random_init"]["per_seed"])]
     assert all(p in " ".join(readme.split()) for p in paired)
+
+
+def test_speedrun_table_is_generated_from_the_committed_benchmark():
+    from simlab.report import speedrun_markdown
+    res = json.loads((ROOT / "bench" / "speedrun.json").read_text())
+    assert set(res["objectives"]) == {"sim", "mae", "id"} and res["preset"] == "demo"
+    bench_readme = (ROOT / "bench" / "README.md").read_text()
+    assert speedrun_markdown(res) in bench_readme, "regenerate bench/README.md's table from bench/speedrun.json"
+    sim = res["objectives"]["sim"]["curve"]
+    best = max(sim, key=lambda c: c["knn"])
+    assert f"({100 * best['knn']:.1f} % at step {best['step']})" in bench_readme
+    assert (ROOT / "bench" / "speedrun.png").stat().st_size > 20_000
