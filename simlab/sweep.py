@@ -11,7 +11,7 @@ resumes, so rerunning the same command after a kill finishes the sweep and train
 ``OUT/sweep.png`` the metrics against the first grid key (mean ± std over seeds). With ``probe``, the
 floor is probed too: a random-init encoder of the first point's architecture for every seed, on the
 same probe sizes (``OUT/random_init,seed=S.json``, cached), summarised as ``random_init`` in
-``sweep.json`` and as the first row of :func:`simlab.report.sweep_markdown`'s table.
+``sweep.json`` and as the last row of :func:`simlab.report.sweep_markdown`'s table.
 
 A point's failure (non-finite loss, a crash) is recorded in the table and the other points go on.
 """
@@ -238,9 +238,13 @@ def probe_random_init(spec: SweepSpec, out: Path, log: Callable[[str], None] = p
         if first is None or path.exists():
             continue
         log(f"probing a random-init encoder, seed {seed}")
-        subprocess.run([sys.executable, "-m", "simlab", "probe", "--checkpoint", str(first), "--random-init",
-                        str(seed), "--out", str(path), "--json", "--train-size", str(spec.probe_train),
-                        "--test-size", str(spec.probe_test)], check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, "-m", "simlab", "probe", "--checkpoint", str(first), "--random-init",
+                               str(seed), "--out", str(path), "--json", "--train-size", str(spec.probe_train),
+                               "--test-size", str(spec.probe_test)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:  # the trained points' table is still written; a rerun tries again
+            tail = done.stderr.strip().splitlines()[-1:] or [""]
+            log(f"FAILED the random-init probe of seed {seed}: exit code {done.returncode}: {tail[0][:200]}")
 
 
 def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list[dict]:
@@ -289,16 +293,16 @@ def summarise(spec: SweepSpec, rows: list[dict], metrics: Sequence[str]) -> list
     return out
 
 
-def random_init_summary(spec: SweepSpec, floors: list[dict]) -> dict:
-    """Mean ± std over seeds of the random-init probes (``floors``: one ``simlab probe`` JSON per seed)."""
+def random_init_summary(spec: SweepSpec, floors: dict[int, dict]) -> dict:
+    """Mean ± std over seeds of the random-init probes (``floors``: seed -> its ``simlab probe`` JSON)."""
     import statistics
     from .registry import PROBE_KEYS
     out = {"command": f"simlab probe --checkpoint RUN --random-init SEED --train-size {spec.probe_train} "
-                      f"--test-size {spec.probe_test}", "seeds": spec.seeds[:len(floors)]}
+                      f"--test-size {spec.probe_test}", "seeds": list(floors)}
     out["per_seed"] = [{"seed": seed, **{k: f[k] for k in PROBE_KEYS if k in f}}
-                       for seed, f in zip(spec.seeds, floors)]  # for paired comparisons, seed by seed
+                       for seed, f in floors.items()]  # for paired comparisons, seed by seed
     for key in PROBE_KEYS:
-        vals = [f[key] for f in floors if isinstance(f.get(key), (int, float))]
+        vals = [f[key] for f in floors.values() if isinstance(f.get(key), (int, float))]
         if vals:
             out[key] = statistics.mean(vals)
             out[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -313,8 +317,8 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}
-    floors = [json.loads(_random_init_file(out, s).read_text()) for s in spec.seeds
-              if _random_init_file(out, s).exists()]
+    floors = {s: json.loads(_random_init_file(out, s).read_text()) for s in spec.seeds
+              if _random_init_file(out, s).exists()}
     if floors:
         report["random_init"] = random_init_summary(spec, floors)
     (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
