@@ -134,17 +134,18 @@ def sweep_markdown(report: dict) -> str:
     cols = [c for c in SWEEP_COLUMNS if any(c[0] in s for s in report["summary"])]
     lines = ["| " + " | ".join([*grid, "seeds", *(c[1] for c in cols)]) + " |",
              "|" + " --- |" * (len(grid) + 1 + len(cols))]
-    for s in report["summary"]:
-        cells = []
+    def cells(entry: dict) -> list[str]:  # mean ± std over seeds, "–" where the entry lacks the metric
+        out = []
         for key, _, pct in cols:
-            m, sd = s.get(key), s.get(f"{key}_std", 0.0)
-            cells.append("–" if m is None else f"{100 * m:.1f} % ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}")
-        lines.append("| " + " | ".join([*(f"`{s[k]}`" for k in grid), str(s["seeds"]), *cells]) + " |")
+            m, sd = entry.get(key), entry.get(f"{key}_std", 0.0)
+            out.append("–" if m is None else f"{100 * m:.1f} % ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}")
+        return out
+
+    for s in report["summary"]:
+        lines.append("| " + " | ".join([*(f"`{s[k]}`" for k in grid), str(s["seeds"]), *cells(s)]) + " |")
     ri = report.get("random_init")
     if ri:  # the floor, on the same probe sizes: no decoder, so no decoder loss
-        cells = ["–" if key not in ri else f"{100 * ri[key]:.1f} % ± {100 * ri[key + '_std']:.1f}" if pct
-                 else f"{ri[key]:.3f} ± {ri[key + '_std']:.3f}" for key, _, pct in cols]
-        lines.append("| " + " | ".join(["random init", *("–" for _ in grid[1:]), str(len(ri["seeds"])), *cells])
+        lines.append("| " + " | ".join(["random init", *("–" for _ in grid[1:]), str(len(ri["seeds"])), *cells(ri)])
                      + " |")
     return "\n".join(lines)
 

@@ -140,10 +140,14 @@ def _commands(spec: SweepSpec, out: Path, point: Point) -> list[list[str]]:
                 cmd += ["--steps", str(spec.steps)]
         cmds.append(cmd)
     if spec.probe and not (run / "probe.json").exists():
-        cmds.append([sys.executable, "-m", "simlab", "probe", "--checkpoint", str(run), "--out",
-                     str(run / "probe.json"), "--json", "--train-size", str(spec.probe_train),
-                     "--test-size", str(spec.probe_test)])
+        cmds.append(_probe_command(spec, run, run / "probe.json"))
     return cmds
+
+
+def _probe_command(spec: SweepSpec, run: Path, out: Path, *extra: str) -> list[str]:
+    """``simlab probe`` of a run folder at the sweep's probe sizes, its JSON written to ``out``."""
+    return [sys.executable, "-m", "simlab", "probe", "--checkpoint", str(run), *extra, "--out", str(out), "--json",
+            "--train-size", str(spec.probe_train), "--test-size", str(spec.probe_test)]
 
 
 class _Worker:
@@ -238,10 +242,8 @@ def probe_random_init(spec: SweepSpec, out: Path, log: Callable[[str], None] = p
         if first is None or path.exists():
             continue
         log(f"probing a random-init encoder, seed {seed}")
-        done = subprocess.run([sys.executable, "-m", "simlab", "probe", "--checkpoint", str(first), "--random-init",
-                               str(seed), "--out", str(path), "--json", "--train-size", str(spec.probe_train),
-                               "--test-size", str(spec.probe_test)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(_probe_command(spec, first, path, "--random-init", str(seed)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:  # the trained points' table is still written; a rerun tries again
             tail = done.stderr.strip().splitlines()[-1:] or [""]
             log(f"FAILED the random-init probe of seed {seed}: exit code {done.returncode}: {tail[0][:200]}")
@@ -276,37 +278,32 @@ def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list
 
 def summarise(spec: SweepSpec, rows: list[dict], metrics: Sequence[str]) -> list[dict]:
     """Mean ± std over seeds of each metric, per grid combination."""
-    import statistics
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in spec.grid), []).append(r)
-    out = []
-    for key, rs in groups.items():
-        entry = dict(zip(spec.grid, key))
-        entry["seeds"] = len(rs)
-        for m in metrics:
-            vals = [r[m] for r in rs if isinstance(r.get(m), (int, float))]
-            if vals:
-                entry[m] = statistics.mean(vals)
-                entry[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        out.append(entry)
+    return [{**dict(zip(spec.grid, key)), "seeds": len(rs), **_mean_std(rs, metrics)} for key, rs in groups.items()]
+
+
+def _mean_std(rows: Sequence[dict], metrics: Sequence[str]) -> dict:
+    """``metric`` and ``metric_std`` over the rows that hold a number for it (std 0 for one row)."""
+    import statistics
+    out = {}
+    for m in metrics:
+        vals = [r[m] for r in rows if isinstance(r.get(m), (int, float))]
+        if vals:
+            out[m] = statistics.mean(vals)
+            out[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return out
 
 
 def random_init_summary(spec: SweepSpec, floors: dict[int, dict]) -> dict:
     """Mean ± std over seeds of the random-init probes (``floors``: seed -> its ``simlab probe`` JSON)."""
-    import statistics
     from .registry import PROBE_KEYS
-    out = {"command": f"simlab probe --checkpoint RUN --random-init SEED --train-size {spec.probe_train} "
-                      f"--test-size {spec.probe_test}", "seeds": list(floors)}
-    out["per_seed"] = [{"seed": seed, **{k: f[k] for k in PROBE_KEYS if k in f}}
-                       for seed, f in floors.items()]  # for paired comparisons, seed by seed
-    for key in PROBE_KEYS:
-        vals = [f[key] for f in floors.values() if isinstance(f.get(key), (int, float))]
-        if vals:
-            out[key] = statistics.mean(vals)
-            out[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return out
+    return {"command": f"simlab probe --checkpoint RUN --random-init SEED --train-size {spec.probe_train} "
+                       f"--test-size {spec.probe_test}", "seeds": list(floors),
+            "per_seed": [{"seed": seed, **{k: f[k] for k in PROBE_KEYS if k in f}}  # for paired comparisons
+                         for seed, f in floors.items()],
+            **_mean_std(list(floors.values()), PROBE_KEYS)}
 
 
 def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> dict:

@@ -99,6 +99,9 @@ def test_demo_budget_tables_are_generated_from_the_committed_sweeps():
         assert res["spec"]["steps"] * {"demo_lr": 128, "demo_batch64": 64}[name] == 38_400
         assert (res["spec"]["probe_train"], res["spec"]["probe_test"]) == (5000, 1000)
         assert sweep_markdown(res) in readme, f"regenerate the README table from bench/{name}.json"
+        floor = res["random_init"]["per_seed"][0]  # the prose reads both sweeps beside this floor
+        prose = " ".join(readme.split())
+        assert f"random init's {100 * floor['linear']:.1f} %" in prose and f"its {100 * floor['knn']:.1f} %" in prose
     seeds = json.loads((ROOT / "bench" / "demo_seeds.json").read_text())
     assert seeds["done"] == seeds["points"] == 3 and seeds["spec"]["steps"] is None  # the preset's own length
     assert seeds["spec"]["seeds"] == seeds["random_init"]["seeds"] == [0, 1, 2]
@@ -119,3 +122,6 @@ def test_speedrun_table_is_generated_from_the_committed_benchmark():
     best = max(sim, key=lambda c: c["knn"])
     assert f"({100 * best['knn']:.1f} % at step {best['step']})" in bench_readme
     assert (ROOT / "bench" / "speedrun.png").stat().st_size > 20_000
+    sim_run = res["objectives"]["sim"]  # the presets table's cost of the demo run comes from the same file
+    assert (f"{sim[-1]['train_seconds']:.0f} s of training at {sim_run['images_per_s']:.0f} images/s in "
+            "`bench/speedrun.json`") in (ROOT / "README.md").read_text()

@@ -28,8 +28,9 @@ THRESHOLDS = {"linear": 0.20, "knn": 0.14, "fg_bg_miou": 0.80, "class_miou": 0.1
 def _probe(path: Path, data: dict, grid: int, dense_pairs: int) -> dict:
     from ..checkpoint import load_encoder
     from ..probes import probe_encoder
-    res = probe_encoder(load_encoder(path), data["train"], data["test"], grid)
-    if dense_pairs and load_encoder(path).config.train.objective == "sim":
+    encoder = load_encoder(path)
+    res = probe_encoder(encoder, data["train"], data["test"], grid)
+    if dense_pairs and encoder.config.train.objective == "sim":
         import torch
 
         from ..dense import CONTENT_BLIND, dense_evidence, load_sim_model
@@ -93,9 +94,9 @@ def run_speedrun(out="runs/speedrun", objectives: Sequence[str] = ("sim", "mae",
                                            max(curve[-1]["train_seconds"], 1e-9) if curve else None}
     floor = out / "random_init.json"
     if not floor.exists():
-        newest = list_checkpoints(out / objectives[0])[0]
-        floor.write_text(json.dumps(probe_encoder(random_init_like(load_encoder(newest), seed), data["train"],
-                                                  data["test"], load_encoder(newest).config.grid), indent=2) + "\n")
+        encoder = load_encoder(list_checkpoints(out / objectives[0])[0])
+        floor.write_text(json.dumps(probe_encoder(random_init_like(encoder, seed), data["train"], data["test"],
+                                                  encoder.config.grid), indent=2) + "\n")
     report["random_init"] = json.loads(floor.read_text())
     return report
 
