@@ -53,12 +53,15 @@ def iou_scores(pred: np.ndarray, true: np.ndarray, classes: Iterable[int]) -> di
 
 
 def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tokens: torch.Tensor,
-                test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 300) -> dict:
+                test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 300,
+                predictions: Optional[dict] = None) -> dict:
     """Per-patch linear classifiers on frozen patch tokens (B, N, D) for per-patch labels (B, N).
 
     Reports the class-agnostic foreground/background mIoU (a binary classifier,
     where spatial sensitivity shows), its foreground IoU, and the class-aware
     mIoU (a classifier over background + classes); ``dense_converged`` says whether both fits converged.
+    A ``predictions`` dict receives both classifiers' test predictions as (B, N) arrays
+    (``fg_bg``, 1 for foreground, and ``class``), ``IGNORE_LABEL`` where a patch is not scored.
     """
     from sklearn.preprocessing import StandardScaler
 
@@ -66,6 +69,7 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
     D = train_tokens.shape[-1]
     ytr, yte = train_labels.reshape(-1).numpy(), test_labels.reshape(-1).numpy()
     keep_tr, keep_te = ytr != IGNORE_LABEL, yte != IGNORE_LABEL  # patches no label covers are not scored
+    shape = test_labels.shape
     xtr = train_tokens.reshape(-1, D).numpy()[keep_tr]
     xte = test_tokens.reshape(-1, D).numpy()[keep_te]
     ytr, yte = ytr[keep_tr], yte[keep_te]
@@ -75,11 +79,21 @@ def dense_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test_tok
     ok_fg = True
     if len(np.unique(ytr > 0)) == 2:  # a set without background (ADE20K) has no fg/bg split to learn
         fg_clf, ok_fg = _fit_logistic(xtr, ytr > 0, C, max_iter)
-        binary = iou_scores(fg_clf.predict(xte).astype(int), (yte > 0).astype(int), (0, 1))
+        fg_pred = fg_clf.predict(xte).astype(int)
+        binary = iou_scores(fg_pred, (yte > 0).astype(int), (0, 1))
         out.update(fg_bg_miou=float(np.mean(list(binary.values()))), fg_iou=float(binary.get(1, 0.0)))
     cls_clf, ok_cls = _fit_logistic(xtr, ytr, C, max_iter)
-    per_class = iou_scores(cls_clf.predict(xte), yte, np.unique(np.concatenate([ytr, yte])))
+    cls_pred = cls_clf.predict(xte)
+    per_class = iou_scores(cls_pred, yte, np.unique(np.concatenate([ytr, yte])))
     out.update(class_miou=float(np.mean(list(per_class.values()))), dense_converged=ok_fg and ok_cls)
+    if predictions is not None:
+        def full(pred):  # back onto the (B, N) grid, unscored patches marked
+            grid = np.full(keep_te.shape, IGNORE_LABEL, dtype=np.int64)
+            grid[keep_te] = pred
+            return grid.reshape(shape)
+        predictions["class"] = full(cls_pred)
+        if "fg_iou" in out:
+            predictions["fg_bg"] = full(fg_pred)
     return out
 
 

@@ -5,7 +5,7 @@ the large-set linear probe trained in torch (SIM_SPEC.md section 5, MAE's linpro
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -16,26 +16,35 @@ def _quiet(_: str) -> None:
 
 
 @torch.no_grad()
-def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """DINO's weighted k-NN: cosine similarity in fp32, votes exp(sim / T) (row max subtracted); top-1 in [0, 1].
+def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                k: int = 20, temperature: float = 0.07, chunk: int = 1024, classes: int = 0) -> torch.Tensor:
+    """DINO's weighted k-NN: cosine similarity in fp32, votes exp(sim / T) (row max subtracted); the
+    predicted label of every test row, (M,) int64 on CPU.
 
     Test rows are processed in chunks, so only (chunk x N_train) similarities exist at once.
     """
     train = F.normalize(train_feats.float(), dim=1)
     test = F.normalize(test_feats.float(), dim=1)
     train_labels = train_labels.long().to(train.device)
-    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    classes = max(classes, int(train_labels.max()) + 1)
     k = min(k, len(train))
-    correct = 0
+    preds = []
     for s in range(0, len(test), chunk):
         sim = test[s:s + chunk].to(train.device) @ train.T  # (c, N)
         top, idx = sim.topk(k, dim=1)
         weights = torch.exp((top - top[:, :1]) / temperature)  # row max subtracted: no overflow
         votes = torch.zeros(len(top), classes, device=train.device)
         votes.scatter_add_(1, train_labels[idx], weights)
-        correct += int((votes.argmax(1).cpu() == test_labels[s:s + chunk].long()).sum())
-    return correct / len(test)
+        preds.append(votes.argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+    """Top-1 accuracy in [0, 1] of :func:`knn_predict` (DINO's weighted k-NN, k = 20, T = 0.07)."""
+    pred = knn_predict(train_feats, train_labels, test_feats, k, temperature, chunk,
+                       classes=int(test_labels.max()) + 1 if len(test_labels) else 0)
+    return int((pred == test_labels.long().cpu()).sum()) / len(test_labels)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, C: float, max_iter: int):
@@ -52,10 +61,12 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, C: float, max_iter: int):
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 cs=(0.01, 0.1, 1.0, 10.0), seed: int = 0, max_iter: int = 500) -> dict:
+                 cs=(0.01, 0.1, 1.0, 10.0), seed: int = 0, max_iter: int = 500,
+                 return_predictions: bool = False) -> dict:
     """Multinomial logistic regression on standardised features, C chosen on a held-out fifth of train.
 
-    Returns ``{"acc", "C", "converged"}``; the final model is refit on all of train with the chosen C.
+    Returns ``{"acc", "C", "converged"}`` (and ``"pred"``, the test predictions, when asked); the
+    final model is refit on all of train with the chosen C.
     """
     from sklearn.preprocessing import StandardScaler
     xtr, ytr = train_x.numpy(), train_y.numpy()
@@ -71,15 +82,18 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         best = max(best, (acc, c))
     scaler = StandardScaler().fit(xtr)
     clf, converged = _fit_logistic(scaler.transform(xtr), ytr, best[1], max_iter)
-    return {"acc": float(clf.score(scaler.transform(test_x.numpy()), test_y.numpy())), "C": best[1],
-            "converged": converged}
+    pred = clf.predict(scaler.transform(test_x.numpy()))
+    out = {"acc": float(np.mean(pred == test_y.numpy())), "C": best[1], "converged": converged}
+    return {**out, "pred": pred} if return_predictions else out
 
 
 def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-             shots=(1, 5, 10), draws: int = 5, seed: int = 0, C: float = 1.0) -> dict:
+             shots=(1, 5, 10), draws: int = 5, seed: int = 0, C: float = 1.0,
+             return_predictions: bool = False) -> dict:
     """Logistic regression on ``n`` labelled images per class, ``draws`` random draws per ``n``.
 
-    Returns ``{n: {"mean", "std", "accs"}}``; draw ``d`` of ``n`` shots is keyed by ``(seed, n, d)``.
+    Returns ``{n: {"mean", "std", "accs"}}`` (and ``"preds"``, (draws, M) test predictions, when
+    asked); draw ``d`` of ``n`` shots is keyed by ``(seed, n, d)``.
     A shot count larger than the smallest class of the train set is left out (too few images to draw).
     """
     from sklearn.preprocessing import StandardScaler
@@ -89,28 +103,39 @@ def few_shot(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     for n in shots:
         if n > counts.min():
             continue
-        accs = []
+        accs, preds = [], []
         for d in range(draws):
             rng = np.random.default_rng([seed, n, d])
             pick = np.concatenate([rng.choice(np.flatnonzero(ytr == c), n, replace=False) for c in classes])
             scaler = StandardScaler().fit(xtr[pick])
             clf, _ = _fit_logistic(scaler.transform(xtr[pick]), ytr[pick], C, 1000)
-            accs.append(float(clf.score(scaler.transform(xte), yte)))
+            preds.append(clf.predict(scaler.transform(xte)))
+            accs.append(float(np.mean(preds[-1] == yte)))
         out[n] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "accs": accs}
+        if return_predictions:
+            out[n]["preds"] = np.stack(preds)
     return out
 
 
 def global_probes(ftr: torch.Tensor, fte: torch.Tensor, train_y: torch.Tensor, test_y: torch.Tensor,
-                  seed: int = 0, log: Callable[[str], None] = _quiet) -> dict:
-    """k-NN, linear and few-shot accuracies of pooled, normalised features."""
+                  seed: int = 0, log: Callable[[str], None] = _quiet, predictions: Optional[dict] = None) -> dict:
+    """k-NN, linear and few-shot accuracies of pooled, normalised features. A ``predictions`` dict
+    receives each probe's test predictions (numpy; few-shot's as (draws, M)), for intervals that
+    resample the test set (:mod:`simlab.intervals`)."""
+    keep = predictions is not None
     log("k-NN (k = 20, T = 0.07)")
-    out = {"knn": knn_accuracy(ftr, train_y, fte, test_y)}
+    knn = knn_predict(ftr, train_y, fte, classes=int(test_y.max()) + 1).numpy()
+    out = {"knn": float(np.mean(knn == test_y.long().numpy()))}
     log("linear probe (logistic regression, C chosen on a held-out fifth)")
-    linear = linear_probe(ftr, train_y, fte, test_y, seed=seed)
+    linear = linear_probe(ftr, train_y, fte, test_y, seed=seed, return_predictions=keep)
     out.update(linear=linear["acc"], linear_converged=linear["converged"])
     log("few-shot (1, 5, 10 per class, 5 draws each)")
-    for n, res in few_shot(ftr, train_y, fte, test_y, seed=seed).items():
+    shots = few_shot(ftr, train_y, fte, test_y, seed=seed, return_predictions=keep)
+    for n, res in shots.items():
         out[f"few_shot_{n}"], out[f"few_shot_{n}_std"] = res["mean"], res["std"]
+    if keep:
+        predictions.update(knn=knn, linear=linear["pred"],
+                           **{f"few_shot_{n}": res["preds"] for n, res in shots.items()})
     return out
 
 

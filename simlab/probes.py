@@ -17,33 +17,35 @@ import torch.nn.functional as F
 from .dense_probe import (_mask_at, constant_label_scores, dense_patch_labels, dense_probe, iou_scores, patch_labels,
                           raw_pixel_tokens)
 from .features import extract_features, extract_tokens, normalise, prepare
-from .global_probes import _quiet, few_shot, global_probes, knn_accuracy, linear_probe, torch_linear_probe
+from .global_probes import _quiet, few_shot, global_probes, knn_accuracy, knn_predict, linear_probe, torch_linear_probe
 
 # the public place for every probe name, those defined in the modules above included
-__all__ = ["prepare", "extract_tokens", "extract_features", "normalise", "knn_accuracy", "linear_probe", "few_shot",
-           "global_probes", "torch_linear_probe", "patch_labels", "dense_patch_labels", "iou_scores", "dense_probe",
+__all__ = ["prepare", "extract_tokens", "extract_features", "normalise", "knn_accuracy", "knn_predict",
+           "linear_probe", "few_shot", "global_probes", "torch_linear_probe", "patch_labels", "dense_patch_labels", "iou_scores", "dense_probe",
            "constant_label_scores", "raw_pixel_tokens", "probe_encoder", "probe_floors", "random_init_like",
            "labelled_split", "probe_checkpoint", "rounded"]
 
 def probe_encoder(encoder, train: dict, test: dict, grid: int, dense_train: int = 1000,
-                  pool: str = "mean", seed: int = 0, log: Callable[[str], None] = _quiet) -> dict:
+                  pool: str = "mean", seed: int = 0, log: Callable[[str], None] = _quiet,
+                  predictions: Optional[dict] = None) -> dict:
     """k-NN, linear and (where masks exist) dense probes of one frozen encoder.
 
     train/test: ``images`` (uint8), ``labels`` and optionally ``masks`` tensors.
     The dense probe trains on the first ``dense_train`` train images. ``log`` hears
-    each stage as it starts (the whole takes from seconds to minutes).
+    each stage as it starts (the whole takes from seconds to minutes). A ``predictions`` dict
+    receives every probe's test predictions (:func:`global_probes`, :func:`dense_probe`).
     """
     log(f"features of {len(train['images'])} train and {len(test['images'])} test images")
     ftr = normalise(extract_features(encoder, train["images"], pool))
     fte = normalise(extract_features(encoder, test["images"], pool))
-    out = global_probes(ftr, fte, train["labels"], test["labels"], seed, log=log)
+    out = global_probes(ftr, fte, train["labels"], test["labels"], seed, log=log, predictions=predictions)
     if "masks" in train and "masks" in test:
         log(f"dense probe: per-patch logistic regression on {min(dense_train, len(train['images']))} images' tokens")
         ttr = normalise(extract_tokens(encoder, train["images"][:dense_train]))
         tte = normalise(extract_tokens(encoder, test["images"]))
         size = encoder.preprocess["input_size"]
         out.update(dense_probe(ttr, dense_patch_labels(train, size, grid, dense_train), tte,
-                               dense_patch_labels(test, size, grid)))
+                               dense_patch_labels(test, size, grid), predictions=predictions))
     return out
 
 
