@@ -10,7 +10,7 @@ folder"). For each one the registry reads, without loading a model:
   ``interrupted`` (checkpoints but neither marker) or ``empty``;
 - the last metrics record (loss, k-NN, variance shares ...);
 - probe results found beside it: any ``*.json`` in the folder holding probe numbers (``simlab probe
-  --out RUN/probe.json``, the claim harness's ``claim_probe.json``).
+  --out RUN/probe.json``, the claim harness's ``claim_probe_STEP.json``).
 
 ``simlab runs`` prints them; ``simlab compare`` overlays their curves.
 """

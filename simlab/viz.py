@@ -227,6 +227,38 @@ def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_mio
     return fig
 
 
+def plot_claim_curves(curves: dict, metrics=("linear", "knn", "fg_bg_miou", "class_miou")):
+    """Learning curves of the claim (``claim.json["curves"]``): one column per probe, against training
+    steps (top) and training FLOPs (bottom); each row's mean over seeds with its ± std band, every curve
+    starting from the random-init encoder at step 0 (drawn as a dotted line)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(metrics), figsize=(3.4 * len(metrics), 5.6), squeeze=False)
+    floor = {e["step"]: e for e in curves.get("random init", [])}.get(0, {})
+    for col, key in enumerate(metrics):
+        for row, (x_key, x_label, scale) in enumerate((("step", "training steps", 1.0),
+                                                        ("train_gflop", "training TFLOP", 1e-3))):
+            ax = axes[row][col]
+            for name, entries in curves.items():
+                if name == "random init":
+                    continue
+                pts = [e for e in entries if key in e]
+                if floor.get(key):
+                    pts = [{x_key: 0.0, key: floor[key]}] + pts
+                x = np.array([e[x_key] * scale for e in pts])
+                mean = np.array([e[key][0] for e in pts])
+                std = np.array([e[key][1] for e in pts])
+                ax.plot(x, mean, marker="o", ms=3, lw=1.3, label=name)
+                ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+            if floor.get(key):
+                ax.axhline(floor[key][0], ls=":", c="grey", lw=1.0, label="random init")
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel(x_label, fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_geometry_stats(g1: ViewGeometry, g2: ViewGeometry):
     """Histograms over a batch of view pairs: overlap (share of view 2 inside view 1), area ratio
     view 2 / view 1 (log scale) and relative flip; returns the figure."""

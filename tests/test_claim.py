@@ -10,12 +10,14 @@ from simlab.claim import METRICS, markdown_table
 from simlab.data import FASHION_MNIST_DIR
 
 
-def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, capsys):
-    assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--json"]) == 0
+def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_path, capsys):
+    # one equal-steps and one equal-FLOPs row keep CI short; the other rows share their code
+    argv = ["claim", "--quick", "--out", str(tmp_path), "--arm", "sim", "--arm", "mae flops", "--json"]
+    assert bench_main(argv) == 0
     out = tmp_path / "shapes"  # the default dataset, in its own folder
     report = json.loads((out / "claim.json").read_text())
     floors = {"chance", "position only", "all background"}
-    assert set(report["summary"]) == {"sim", "mae", "id", "random init", "raw pixels"} | floors
+    assert set(report["summary"]) == {"sim", "mae flops", "random init", "raw pixels"} | floors
     for row, stats in report["summary"].items():
         for key in METRICS:
             assert row in floors or 0.0 <= stats[key][0] <= 1.0, (row, key)
@@ -23,27 +25,72 @@ def test_claim_harness_runs_every_row_and_resumes_from_its_caches(tmp_path, caps
     assert set(report["summary"]["chance"]) == {"linear", "knn", "few_shot_5"}
     assert {"fg_bg_miou", "class_miou"} <= set(report["summary"]["position only"])
     assert report["summary"]["all background"]["fg_iou"][0] == 0.0
-    for objective in ("sim", "mae", "id"):
-        assert report["summary"][objective]["train_gflop"][0] > 0
-        assert (out / f"{objective}_seed0" / "COMPLETE").exists()
-    # equal training for every objective: the same steps and batch
-    assert {r["row"]: round(r["train_gflop"] / r["gflop_per_image"]) for r in report["runs"] if "train_gflop" in r} == \
-        {"sim": 4 * 16, "mae": 4 * 16, "id": 4 * 16}
-    assert (out / "claim.png").stat().st_size > 10_000  # the figure of the table
+    # the FLOPs row trains until it has spent SiM's training FLOPs (to the step), no further
+    final = {r["row"]: r for r in report["runs"] if "train_gflop" in r}
+    sim, mae = final["sim"], final["mae flops"]
+    assert mae["step"] > sim["step"] and mae["gflop_per_image"] < sim["gflop_per_image"]
+    assert abs(mae["train_gflop"] - sim["train_gflop"]) <= mae["train_gflop"] / mae["step"]
+    # learning curves: random init at step 0, then each probed checkpoint, FLOPs growing with steps
+    curves = report["curves"]
+    assert [e["step"] for e in curves["random init"]] == [0]
+    for row in ("sim", "mae flops"):
+        steps = [e["step"] for e in curves[row]]
+        assert len(steps) == 2 and steps == sorted(steps) and steps[-1] == final[row]["step"]
+        assert curves[row][-1]["linear"][0] == report["summary"][row]["linear"][0]
+    # every encoder row has a bootstrap interval around its own number
+    for row in ("sim", "mae flops", "random init", "raw pixels"):
+        for key in METRICS:
+            low, high = report["intervals"][row][key]
+            assert low <= report["summary"][row][key][0] <= high, (row, key)
+    assert set(report["no_signal"]) <= set(METRICS)
+    for name in ("claim.png", "claim_curves.png"):
+        assert (out / name).stat().st_size > 10_000
     first = report["summary"]
     capsys.readouterr()
-    assert bench_main(["claim", "--quick", "--out", str(tmp_path)]) == 0  # everything cached: same numbers
-    again = json.loads((out / "claim.json").read_text())["summary"]
-    assert again == first
-    table = markdown_table(again)
+    assert bench_main(argv[:-1]) == 0  # everything cached: same numbers
+    again = json.loads((out / "claim.json").read_text())
+    assert again["summary"] == first and again["intervals"] == report["intervals"]
+    table = markdown_table(again["summary"], intervals=again["intervals"], no_signal=again["no_signal"])
     assert table.count("\n") == 1 + len(first) and "raw pixels" in table
+    assert table.count("[") == sum(len(again["intervals"][r]) for r in again["intervals"])
+
+
+def test_the_flops_rows_spend_sims_training_flops_to_the_step_grid():
+    from simlab.claim import ARMS, arm_config, claim_base
+    from simlab.flops import flop_per_image
+    # the tiny preset keeps FLOP counting cheap; the demo preset runs the same code (mae flops 1090, id flops 320)
+    base = claim_base("tiny", 500)
+    sim = arm_config("sim", base, 500, 0)
+    budget = flop_per_image(sim) * 500
+    for arm, spec in ARMS.items():
+        cfg = arm_config(arm, base, 500, 0)
+        per_step = flop_per_image(cfg)
+        spent = per_step * cfg.train.steps
+        if spec["budget"] == "flops":
+            # rounded to the metrics log's 10-step grid: at most 5 steps' FLOPs from SiM's budget
+            assert abs(spent - budget) <= 5 * per_step, arm
+            assert cfg.train.steps % 10 == 0 and cfg.train.steps != 500
+            assert cfg.train.checkpoint_every % cfg.train.log_every == 0  # each checkpoint has its time
+        else:
+            assert cfg.train.steps == 500
+    # the only row that departs from SiM's targets is the one labelled so
+    assert not sim.model.target_centering and arm_config("sim centred", base, 500, 0).model.target_centering
+
+
+def test_a_probe_no_row_lifts_above_its_floor_is_marked_as_carrying_no_signal():
+    from simlab.claim import no_signal
+    floors = {"chance": {"accuracy": 0.10}, "all background": {"fg_bg_miou": 0.45, "fg_iou": 0.0, "class_miou": 0.09}}
+    intervals = {"a": {"knn": (0.11, 0.15), "few_shot_5": (0.09, 0.12), "linear": (0.08, 0.30),
+                       "fg_bg_miou": (0.70, 0.72), "fg_iou": (0.4, 0.5), "class_miou": (0.08, 0.10)},
+                 "b": {"knn": (0.05, 0.09), "few_shot_5": (0.095, 0.105), "linear": (0.101, 0.2)}}
+    assert no_signal(intervals, floors) == ["few_shot_5", "class_miou"]
 
 
 @pytest.mark.slow  # CI time (~40 s): Fashion-MNIST's loader and probes have their own default tests
 def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, capsys):
     require_data(FASHION_MNIST_DIR.exists(), "install it with 'sudo apt-get install dataset-fashion-mnist'")
     assert bench_main(["claim", "--quick", "--out", str(tmp_path), "--datasets", "fashion-mnist",
-                       "--objective", "sim"]) == 0
+                       "--arm", "sim"]) == 0
     report = json.loads((tmp_path / "fashion-mnist" / "claim.json").read_text())
     assert set(report["summary"]) == {"sim", "random init", "raw pixels", "chance", "position only",
                                       "all background"}
@@ -63,3 +110,24 @@ def test_logged_train_seconds_counts_each_step_once_across_a_resume(tmp_path):
     log.write_text("".join(json.dumps({"step": s, "images_per_s": ips}) + "\n" for s, ips in records)
                    + json.dumps({"step": 40, "knn": 0.5}) + "\n")
     assert logged_train_seconds(log, batch_size=8) == 3 * 10 * 8 / 80 + 10 * 8 / 40
+
+
+def test_each_ablation_is_faithful_sim_with_one_switch_changed():
+    from simlab.claim import ABLATION_ORDER, ABLATIONS, arm_config, claim_base
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    base = claim_base("tiny", 20)
+    sim = flat(arm_config("sim", base, 20, 0).to_dict())
+    assert ABLATION_ORDER[0] == "sim" and set(ABLATION_ORDER[1:]) == set(ABLATIONS)
+    changed = {}
+    for arm in ABLATIONS:
+        cfg = flat(arm_config(arm, base, 20, 0).to_dict())
+        changed[arm] = {k: cfg[k] for k in cfg if cfg[k] != sim[k]}
+    assert changed == {"absolute queries": {"model.query_pos": "absolute"},
+                       "no scale terms": {"model.scale_terms": False},
+                       "neg weight 0": {"model.neg_weight": 0.0}, "neg weight 0.1": {"model.neg_weight": 0.1}}

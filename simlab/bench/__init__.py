@@ -29,22 +29,41 @@ from .data import bench_dataset, bench_views, decode, synthetic_photo  # noqa: F
 from .measure import bench_train, hardware, matmul_peak, timed, train_step_stats  # noqa: F401
 
 
-def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=None, objectives=None,
-                overrides=(), datasets=None) -> dict:
-    """The paper's claim at small scale (simlab.claim): opt-in, about 1.5 hours per dataset on a 2-core
-    CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``."""
-    from ..claim import markdown_table, run_claim
+def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=None, arms=None,
+                overrides=(), datasets=None, save: bool = False, name: str = "claim") -> dict:
+    """The paper's claim at small scale, v2 (simlab.claim): opt-in, about 2 hours per dataset on a 2-core
+    CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``; with
+    ``save``, its figures go to bench/NAME_DATASET.png and bench/NAME_DATASET_curves.png. ``name``
+    "ablations": faithful SiM beside its one-switch ablations, each probed at its last checkpoint only,
+    in the same folders (the "sim" runs and probes are shared with the claim)."""
+    import shutil
+
+    from ..claim import ABLATION_ORDER, ARM_ORDER, markdown_table, run_claim
+    ablations = name == "ablations"
     if quick:  # a smoke test of the harness: tiny models and sets, one seed
-        kwargs = dict(preset_name="tiny", steps=steps or 4, seeds=seeds or (0,), train_size=200, test_size=100)
+        kwargs = dict(preset_name="tiny", steps=steps or 4, seeds=seeds or (0,), train_size=200, test_size=100,
+                      fractions=(0.5, 1.0), draws=50)
     else:
         kwargs = dict(preset_name="demo", steps=steps or 500, seeds=seeds or (0, 1, 2))
+    if ablations:
+        kwargs["fractions"] = (1.0,)
     reports = {}
     for dataset in datasets or ("shapes",):
-        report = run_claim(Path(out) / dataset, objectives=objectives or ("sim", "mae", "id"),
+        folder = Path(out) / dataset
+        report = run_claim(folder, arms=arms or (ABLATION_ORDER if ablations else ARM_ORDER), name=name,
                            overrides=[f"dataset={dataset}", *overrides], **kwargs)
-        print(f"{dataset}:\n" + markdown_table(report["summary"]))
-        reports[dataset] = {k: v for k, v in report.items() if k != "runs"}
+        print(f"{dataset}:\n" + markdown_table(report["summary"], intervals=report["intervals"],
+                                               no_signal=report["no_signal"]))
+        if save:
+            for figure in (f"{name}.png", f"{name}_curves.png"):
+                shutil.copy(folder / figure, Path("bench") / figure.replace(name, f"{name}_{dataset}"))
+        reports[dataset] = report
     return {"hardware": hardware(), "datasets": reports}
+
+
+def bench_ablations(quick: bool = False, **kwargs) -> dict:
+    """The paper's ablations at small scale (simlab.claim.ABLATIONS): ``claim`` with name "ablations"."""
+    return bench_claim(quick=quick, name="ablations", **kwargs)
 
 
 def bench_probes(quick: bool = False) -> dict:
@@ -105,6 +124,7 @@ def bench_tour(quick: bool = False) -> dict:
 
 
 BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "tour": bench_tour, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+              "ablations": bench_ablations,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
@@ -140,8 +160,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/claim", help="claim, speedrun: folder of its runs (rerun to resume; "
                         "speedrun's default: runs/speedrun)")
     parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
-    parser.add_argument("--steps", type=int, help="claim: steps of every run (default: 500, equal for all)")
-    parser.add_argument("--objective", action="append", help="claim: objective(s) (default: sim mae id)")
+    parser.add_argument("--steps", type=int, help="claim: the equal-steps budget (default: 500; the FLOPs rows scale it)")
+    parser.add_argument("--objective", action="append", help="speedrun: objective(s) (default: sim mae id)")
+    parser.add_argument("--arm", action="append", help="claim, ablations: row(s) to pretrain (default: simlab.claim.ARM_ORDER, "
+                        "or ABLATION_ORDER)")
     parser.add_argument("--set", action="append", default=[], help="claim: key=value for every run")
     parser.add_argument("--datasets", nargs="+", help="claim: labelled datasets to pretrain and probe on, "
                         "each in OUT/DATASET (default: shapes; add fashion-mnist for the real set)")
@@ -158,9 +180,9 @@ def main(argv=None) -> int:
     if args.name == "speedrun":
         kwargs = {"out": args.out if args.out != "runs/claim" else "runs/speedrun", "steps": args.steps,
                   "objectives": args.objective, "overrides": args.set, "seeds": args.seeds}
-    if args.name == "claim":
-        kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "objectives": args.objective,
-                  "overrides": args.set, "datasets": args.datasets}
+    if args.name in ("claim", "ablations"):
+        kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "arms": args.arm,
+                  "overrides": args.set, "datasets": args.datasets, "save": args.save}
     res = BENCHMARKS[args.name](quick=args.quick, **kwargs)
     res["benchmark"] = args.name
     print(_table(args.name, res))
