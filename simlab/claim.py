@@ -184,7 +184,7 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
     NAME.json, NAME.png and NAME_curves.png there (the ablations share the runs and use another name)."""
     from .checkpoint import load_encoder
     from .flops import flop_per_image
-    from .intervals import bootstrap, example_scores
+    from .intervals import bootstrap, difference, example_scores
     from .probes import dense_patch_labels, labelled_split, probe_encoder, probe_floors, random_init_like
     from .train import pretrain
 
@@ -239,15 +239,43 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
     runs += floor_rows(floors)
     summary = summarise(runs)
     intervals = {row: bootstrap(per_seed, draws) for row, per_seed in scores.items()}
+    differences = [{"a": a, "b": b, **difference(scores[a], scores[b], draws)} for a, b in compared(arms)]
     report = {"preset": preset_name, "steps": steps, "batch_size": base.train.batch_size, "seeds": list(seeds),
               "train_size": train_size, "test_size": test_size, "overrides": list(overrides),
               "arms": {a: ARMS[a] for a in arms}, "fractions": list(fractions), "bootstrap_draws": draws,
               "runs": runs, "curves": curve_summary(curves), "summary": summary, "intervals": intervals,
+              "differences": differences,
               "no_signal": no_signal(intervals, floors)}
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     save_plot(summary, out / f"{name}.png")
     save_curves(report["curves"], out / f"{name}_curves.png")
     return report
+
+
+def compared(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """The differences a claim report carries: faithful SiM against every other trained row (an
+    ablation against SiM), then every trained row against random init."""
+    others = [a for a in arms if a != "sim"]
+    pairs = [(a, "sim") if a in ABLATIONS else ("sim", a) for a in others] if "sim" in arms else []
+    return pairs + [(a, "random init") for a in arms]
+
+
+def differences_markdown(report: dict) -> str:
+    """A claim report's differences as a markdown table: each row's seed mean minus the other's, with
+    its 95 % bootstrap interval (seeds resampled per row, test images shared); bold where the interval
+    excludes 0."""
+    lines = ["| difference | " + " | ".join(METRICS) + " |", "|" + " --- |" * (len(METRICS) + 1)]
+    for d in report["differences"]:
+        cells = []
+        for key in METRICS:
+            if key not in d:
+                cells.append("–")
+                continue
+            diff, low, high = d[key]
+            cell = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+            cells.append(f"**{cell}**" if low > 0 or high < 0 else cell)
+        lines.append(f"| {d['a']} − {d['b']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _numbers(result: dict) -> dict:

@@ -69,20 +69,47 @@ def metrics(scores: dict, weights: Optional[np.ndarray] = None) -> dict:
     return out
 
 
+def _resampled_means(groups: Sequence[Sequence[dict]], draws: int, seed: int):
+    """Per draw: each group's mean metrics over its seeds resampled with replacement, all groups under
+    one shared draw of test images (every group was probed on the same split)."""
+    rng = np.random.default_rng(seed)
+    first = next(iter(groups[0][0].values()))
+    m = len(first[0] if isinstance(first, tuple) else first)  # test images
+    for _ in range(draws):
+        picks = [rng.integers(0, len(g), len(g)) if len(g) > 1 else np.zeros(1, dtype=int) for g in groups]
+        weights = np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
+        means = []
+        for group, picked in zip(groups, picks):
+            values = [metrics(group[s], weights) for s in picked]
+            means.append({key: float(np.mean([v[key] for v in values])) for key in values[0]})
+        yield means
+
+
+def _percentiles(samples: dict, level: float) -> dict:
+    tail = (1 - level) / 2 * 100
+    return {key: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for key, v in samples.items()}
+
+
 def bootstrap(per_seed: Sequence[dict], draws: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """``{metric: (low, high)}``: the percentile interval of the seeds' mean metric when seeds and
     test images are resampled together. ``per_seed``: one :func:`example_scores` per pretraining seed,
     all on the same test split. One seed: the test split's spread only."""
-    rng = np.random.default_rng(seed)
-    n_seeds = len(per_seed)
-    first = next(iter(per_seed[0].values()))
-    m = len(first[0] if isinstance(first, tuple) else first)  # test images
     samples: dict[str, list] = {}
-    for _ in range(draws):
-        picked = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
-        weights = np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
-        values = [metrics(per_seed[s], weights) for s in picked]
-        for key in values[0]:
-            samples.setdefault(key, []).append(np.mean([v[key] for v in values]))
-    tail = (1 - level) / 2 * 100
-    return {key: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for key, v in samples.items()}
+    for (means,) in _resampled_means([per_seed], draws, seed):
+        for key, value in means.items():
+            samples.setdefault(key, []).append(value)
+    return _percentiles(samples, level)
+
+
+def difference(a: Sequence[dict], b: Sequence[dict], draws: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """``{metric: (a - b, low, high)}``: the difference of two rows' seed means and its percentile
+    interval, each row's seeds resampled on its own and both under the same draw of test images (so
+    the split's shared difficulty cancels). An interval that excludes 0 is a difference these seeds
+    and this split can tell."""
+    samples: dict[str, list] = {}
+    for mean_a, mean_b in _resampled_means([a, b], draws, seed):
+        for key in mean_a.keys() & mean_b.keys():
+            samples.setdefault(key, []).append(mean_a[key] - mean_b[key])
+    point_a = {k: np.mean([metrics(s)[k] for s in a]) for k in samples}
+    point_b = {k: np.mean([metrics(s)[k] for s in b]) for k in samples}
+    return {key: (float(point_a[key] - point_b[key]), *iv) for key, iv in _percentiles(samples, level).items()}

@@ -185,3 +185,151 @@ def speedrun_markdown(report: dict) -> str:
                          if objective == "sim" else "–")
         lines.append(f"| {objective} | {res['images_per_s']:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def dataset_markdown(res: dict) -> str:
+    """``bench/dataset.json`` as the README's raw-pixel table: what `shapes` gives away without learning."""
+    n = len(res["seeds"])
+    return "\n".join([
+        f"| raw-pixel baseline on `shapes` ({res['n_train'] // 1000}k train / {res['n_test'] // 1000}k test, 32 px) "
+        f"| accuracy, {n} dataset seeds |", "| --- | --- |",
+        f"| k-NN, k = 20, cosine | {_pct(res['raw_knn_acc_mean'])} ± {100 * res['raw_knn_acc_std']:.1f} |",
+        f"| logistic regression on standardised pixels | {_pct(res['raw_logreg_acc_mean'])} ± "
+        f"{100 * res['raw_logreg_acc_std']:.1f} (chance: 10 %) |"])
+
+
+# What each preset is for (README "Presets") and what its model is (bench/README.md "train").
+PRESET_PURPOSE = {
+    "tiny": ("tests: 16 px, width 48, one block everywhere", "16 px, 4×4 grid, width 48, one block"),
+    "demo": ("the README's quick run: `shapes` 32 px, 4 px patches (8×8 grid), width 128, depth 4",
+             "32 px, 8×8 grid, width 128, depth 4"),
+    "demo-long": ("the shipped checkpoint (`data/checkpoints/`): `demo` at batch 128 for 2,400 steps on 50k images",
+                  "`demo`'s model"),
+    "official-a": ("the benchmark configuration measured beside the official code (`bench/README.md`): 32 px, "
+                   "width 192 × 6, decoder 192 with 2 + 4 BatchNorm blocks, 38 of 64 masked", "config A below"),
+    "fashion-mnist": ("one GPU: 28 px grey, width 192, depth 6, 200 epochs", "28 px grey, width 192, depth 6"),
+    "cifar-vit-s": ("one GPU: CIFAR-10 with ViT-S/4, 800 epochs", "32 px, ViT-S/4 (384 × 12), decoder 384"),
+    "vit-b16-paper": ("the official recipe: ViT-B/16, 224 px, ImageNet, batch 4096, 1600 epochs",
+                      "224 px, ViT-B/16 + 2 + 4 blocks at 768"),
+}
+TRAIN_IMAGES = {"imagefolder": 1_281_167, "cifar10": 50_000, "fashion-mnist": 60_000}  # an epoch, by dataset
+
+
+def _measured(res: dict, name: str) -> dict | None:
+    """A preset's row of ``bench/train.json``; ``demo-long`` runs ``demo``'s model at the batch measured."""
+    presets = res["presets"]
+    return presets.get(name) or (presets.get("demo") if name == "demo-long" else None)
+
+
+def _sig(x: float) -> str:
+    """Three significant digits, thousands separated, never in exponent form."""
+    import math
+    return f"{x:,.{max(0, 2 - math.floor(math.log10(abs(x))))}f}" if x else "0"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "< 1 s"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def _flop(total: float) -> str:
+    exp = len(str(int(total))) - 1
+    superscript = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return f"{total / 10 ** exp:.1f}·10" + str(exp).translate(superscript)
+
+
+def presets_markdown(res: dict) -> str:
+    """The README's presets table from ``bench/train.json``: each preset's measured step beside what a
+    whole run costs at that rate (its images ÷ the measured images/s, at the measured batch), or its
+    FLOP in all where that would take more than a day here."""
+    from .presets import PRESETS, preset
+    lines = ["| preset | purpose | batch (measured) | s/step | images/s | GFLOP/image | whole run at that rate |",
+             "|" + " --- |" * 7]
+    for name in PRESETS:
+        cfg, m = preset(name), _measured(res, name)
+        t = cfg.train
+        if m is None:
+            lines.append(f"| `{name}` | {PRESET_PURPOSE[name][0]} | {t.batch_size} | – | – | – | "
+                         "not measured (GPU recipe) |")
+            continue
+        if t.steps:
+            images, length = t.steps * t.batch_size, f"{t.steps:,} steps of {t.batch_size}"
+        else:
+            epoch = cfg.data.train_size or TRAIN_IMAGES[cfg.data.dataset]
+            images, length = t.epochs * epoch, f"{t.epochs:,} epochs of {epoch:,}"
+        seconds = images / m["images_per_s"]
+        cost = _duration(seconds) if seconds < 86_400 else f"{_flop(images * m['flop_per_image'])} FLOP"
+        lines.append(f"| `{name}` | {PRESET_PURPOSE[name][0]} | {m['batch_size']} | {_sig(m['step_s'])} | "
+                     f"{_sig(m['images_per_s'])} | {_sig(m['flop_per_image'] / 1e9)} | {length}: {cost} |")
+    return "\n".join(lines)
+
+
+def train_markdown(res: dict) -> str:
+    """``bench/train.json`` as bench/README.md's table: step, FLOP and utilisation of the same run's peak."""
+    lines = ["| preset | what | batch | s/step | images/s | GFLOP/image | matmul peak | utilisation |",
+             "|" + " --- |" * 8]
+    for name, m in res["presets"].items():
+        lines.append(f"| `{name}` | {PRESET_PURPOSE.get(name, ('', name))[1]} | {m['batch_size']} | "
+                     f"{_sig(m['step_s'])} | {_sig(m['images_per_s'])} | {_sig(m['flop_per_image'] / 1e9)} | "
+                     f"{m['matmul_peak_flops'] / 1e9:.0f} GFLOP/s | {100 * m['utilisation']:.0f} % |")
+    return "\n".join(lines)
+
+
+def views_markdown(res: dict) -> str:
+    """``bench/views.json`` as bench/README.md's table: simlab's views beside the PIL reference."""
+    rows = [("two-view pairs, 32 px", f"{_sig(res['pairs_per_s_32px'])} pairs/s",
+             f"{_sig(res['reference_pairs_per_s_32px'])} pairs/s", f"**{res['ratio_32px']:.2g}×**"),
+            ("two-view pairs, 224 px", f"{_sig(res['pairs_per_s_224px'])} pairs/s",
+             f"{_sig(res['reference_pairs_per_s_224px'])} pairs/s", f"**{res['ratio_224px']:.2g}×**"),
+            ("JPEG decode, 500×375", f"{_sig(res['decode_per_s_500x375'])} images/s", "", ""),
+            ("two-view pairs, 224 px, decode included",
+             f"{_sig(res['pairs_per_s_224px_with_decode'])} pairs/s", "", ""),
+            ("`shapes` generation, 32 px", f"{_sig(res['shapes_images_per_s'])} images/s", "", "")]
+    return "\n".join(["| measure | simlab | PIL reference | ratio |", "|" + " --- |" * 4]
+                     + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
+
+
+def official_markdown(res: dict) -> str:
+    """``bench/official.json`` as bench/README.md's table: simlab's step beside the official code's."""
+    off, cheap, ours = res["official_a"], res["official_a_cheap_loss"], res["simlab_official_a"]
+    loss_share = 1 - cheap["flop_per_image"] / off["flop_per_image"]
+    return "\n".join([
+        "| | official | official, loss rewritten | simlab | simlab ÷ official |", "|" + " --- |" * 5,
+        f"| config A, images/s | {off['images_per_s']:.1f} | {cheap['images_per_s']:.1f} | {ours['images_per_s']:.1f} "
+        f"| **{res['ratio_official_a']:.2f}×** ({res['ratio_official_a_vs_cheap_loss']:.2f}× against the rewritten "
+        "loss) |",
+        f"| config A, GFLOP/image counted | {off['flop_per_image'] / 1e9:.2f} ({100 * loss_share:.0f} % in its "
+        f"(M × M) loss matrix) | {cheap['flop_per_image'] / 1e9:.2f} | {ours['flop_per_image'] / 1e9:.2f} | |",
+        f"| ViT-B/16, batch 8, images/s | {res['official_vit_b16_batch8']['images_per_s']:.2f} | | "
+        f"{res['simlab_vit_b16_batch8']['images_per_s']:.2f} | {res['ratio_vit_b16_batch8']:.2f}× |"])
+
+
+def probes_markdown(res: dict) -> str:
+    """``bench/probes.json`` as bench/README.md's table: the k-NN probe beside scikit-learn's."""
+    acc = lambda v: f"{100 * v:.2f} %"  # noqa: E731
+    same = "equal" if res["same_accuracy_where_rules_coincide"] else "differ"
+    return "\n".join([
+        "| | time | accuracy |", "| --- | --- | --- |",
+        f"| simlab, T = 0.07 (the probe's rule) | {res['knn_s']:.2f} s | {acc(res['knn_acc'])} |",
+        f"| simlab, T = ∞ (majority of the {res['k']}) | {res['knn_uniform_s']:.2f} s | {acc(res['knn_uniform_acc'])} |",
+        f"| scikit-learn, brute-force cosine | {res['sklearn_knn_s']:.2f} s | {acc(res['sklearn_knn_acc'])} |",
+        f"| speed-up at the same rule | **{res['knn_speedup']:.1f}×** | {same} |",
+        f"| linear probe (`linear_probe`: standardise, C from 4 values on a held-out fifth, L-BFGS) on "
+        f"{res['linear_probe_train'] // 1000}k × {res['dim']} | {res['linear_probe_s']:.2f} s | "
+        f"{acc(res['linear_probe_acc'])} |"])
+
+
+def scaling_markdown(res: dict) -> str:
+    """``bench/scaling.json`` as bench/README.md's table: step time and peak memory along each sweep."""
+    labels = {"image_size": ("image size (batch 64, mask 0.6)", lambda p: f"{p['image_size']}", " px"),
+              "batch_size": ("batch (32 px, mask 0.6)", lambda p: f"{p['batch_size']}", ""),
+              "mask_ratio": ("mask ratio (32 px, batch 128)", lambda p: f"{p['mask_ratio']:g}", "")}
+    lines = ["| sweep | points | step s | peak MB |", "| --- | --- | --- | --- |"]
+    for key, points in res["sweeps"].items():
+        label, point, unit = labels[key]
+        lines.append(f"| {label} | {' / '.join(point(p) for p in points)}{unit} | "
+                     + " / ".join(f"{p['step_s']:.2f}" for p in points) + " | "
+                     + " / ".join(f"{p['peak_memory_mb']:,.0f}" for p in points) + " |")
+    return "\n".join(lines)

@@ -43,6 +43,13 @@ def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_p
             low, high = report["intervals"][row][key]
             assert low <= report["summary"][row][key][0] <= high, (row, key)
     assert set(report["no_signal"]) <= set(METRICS)
+    # differences: SiM against the other trained row, each trained row against random init
+    diffs = {(d["a"], d["b"]): d for d in report["differences"]}
+    assert set(diffs) == {("sim", "mae flops"), ("sim", "random init"), ("mae flops", "random init")}
+    summary = report["summary"]
+    for (a, b), d in diffs.items():
+        diff, low, high = d["linear"]
+        assert abs(diff - (summary[a]["linear"][0] - summary[b]["linear"][0])) < 1e-9 and low <= high
     for name in ("claim.png", "claim_curves.png"):
         assert (out / name).stat().st_size > 10_000
     first = report["summary"]

@@ -58,3 +58,17 @@ def test_the_bootstrap_covers_the_estimate_and_widens_with_seed_spread():
     assert width(both, "knn") > 2 * width(one, "knn")
     assert both["knn"][0] < metrics(a)["knn"] / 2 < both["knn"][1]
     assert bootstrap([a], draws=200, seed=3) == bootstrap([a], draws=200, seed=3)  # reproducible
+
+
+def test_a_difference_interval_excludes_zero_only_when_the_rows_differ():
+    from simlab.intervals import difference
+    _, a = _probed(seed=0)
+    _, b = _probed(seed=1)
+    same = difference([a, b], [a, b], draws=200)
+    for key, (diff, low, high) in same.items():
+        assert diff == 0.0 and low <= 0.0 <= high, key
+    # a row that scores 0 on every global probe is below by the whole accuracy, and the interval knows it
+    zero = {k: (v * 0 if not isinstance(v, tuple) else v) for k, v in a.items()}
+    gap = difference([a], [zero], draws=200)
+    assert abs(gap["knn"][0] - metrics(a)["knn"]) < 1e-12 and gap["knn"][1] > 0
+    assert gap["fg_bg_miou"][0] == 0.0  # the dense scores were left alone

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,3 +127,35 @@ def test_speedrun_table_is_generated_from_the_committed_benchmark():
     sim_run = res["objectives"]["sim"]  # the presets table's cost of the demo run comes from the same file
     assert (f"{sim[-1]['train_seconds']:.0f} s of training at {sim_run['images_per_s']:.0f} images/s in "
             "`bench/speedrun.json`") in (ROOT / "README.md").read_text()
+
+
+def test_every_generated_table_matches_its_committed_file(capsys):
+    from simlab.readme_tables import main
+    assert main(["--check"]) == 0, "run python -m simlab.readme_tables: " + str(capsys.readouterr())
+
+
+def test_a_table_edited_by_hand_is_named_and_regenerated(tmp_path, capsys):
+    import shutil
+    from simlab.readme_tables import main
+    for doc in ("README.md", "bench/README.md"):
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / doc, tmp_path / doc)
+    for source in (ROOT / "bench").glob("*.json"):
+        shutil.copy(source, tmp_path / "bench" / source.name)
+    readme = tmp_path / "README.md"
+    good = readme.read_text()
+    readme.write_text(good.replace("| k-NN, k = 20, cosine | 18.7 %", "| k-NN, k = 20, cosine | 21.3 %"))
+    assert main(["--check", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.split() == ["stale", "README.md:", "dataset"]
+    assert main(["--root", str(tmp_path)]) == 0 and readme.read_text() == good
+    # a block that names another file than its own is an error, not a silent rewrite
+    readme.write_text(good.replace("generated: dataset (from bench/dataset.json)", "generated: dataset (from x.json)"))
+    with pytest.raises(ValueError, match="dataset"):
+        main(["--check", "--root", str(tmp_path)])
+
+
+def test_presets_prose_quotes_the_committed_step_benchmark():
+    res = json.loads((ROOT / "bench" / "train.json").read_text())["presets"]
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"The `demo` step reaches {100 * res['demo']['utilisation']:.0f} % of the fp32 matmul peak measured in "
+            f"the same run, the ViT-B step {100 * res['vit-b16-paper']['utilisation']:.0f} %") in prose
