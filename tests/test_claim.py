@@ -119,8 +119,8 @@ def test_logged_train_seconds_counts_each_step_once_across_a_resume(tmp_path):
     assert logged_train_seconds(log, batch_size=8) == 3 * 10 * 8 / 80 + 10 * 8 / 40
 
 
-def test_each_ablation_is_faithful_sim_with_one_switch_changed():
-    from simlab.claim import ABLATION_ORDER, ABLATIONS, arm_config, claim_base
+def test_each_ablation_is_its_base_with_one_switch_changed():
+    from simlab.claim import ABLATION_BASE, ABLATION_ORDER, ABLATIONS, arm_config, claim_base, compared
 
     def flat(d, prefix=""):
         out = {}
@@ -129,8 +129,8 @@ def test_each_ablation_is_faithful_sim_with_one_switch_changed():
         return out
 
     base = claim_base("tiny", 20)
-    sim = flat(arm_config("sim", base, 20, 0).to_dict())
-    assert ABLATION_ORDER[0] == "sim" and set(ABLATION_ORDER[1:]) == set(ABLATIONS)
+    sim = flat(arm_config(ABLATION_BASE, base, 20, 0).to_dict())
+    assert ABLATION_ORDER[0] == ABLATION_BASE and set(ABLATION_ORDER[1:]) == set(ABLATIONS)
     changed = {}
     for arm in ABLATIONS:
         cfg = flat(arm_config(arm, base, 20, 0).to_dict())
@@ -138,3 +138,6 @@ def test_each_ablation_is_faithful_sim_with_one_switch_changed():
     assert changed == {"absolute queries": {"model.query_pos": "absolute"},
                        "no scale terms": {"model.scale_terms": False},
                        "neg weight 0": {"model.neg_weight": 0.0}, "neg weight 0.1": {"model.neg_weight": 0.1}}
+    # each ablation is read against its base, and every trained row against random init
+    assert compared(ABLATION_ORDER) == [(a, ABLATION_BASE) for a in ABLATIONS] + [
+        (a, "random init") for a in ABLATION_ORDER]

@@ -34,8 +34,8 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
     """The paper's claim at small scale, v2 (simlab.claim): opt-in, about 2 hours per dataset on a 2-core
     CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``; with
     ``save``, its figures go to bench/NAME_DATASET.png and bench/NAME_DATASET_curves.png. ``name``
-    "ablations": faithful SiM beside its one-switch ablations, each probed at its last checkpoint only,
-    in the same folders (the "sim" runs and probes are shared with the claim)."""
+    "ablations": SiM with target centering beside its one-switch ablations, each probed at its last
+    checkpoint only, in the same folders (the base's runs and probes are shared with the claim)."""
     import shutil
 
     from ..claim import ABLATION_ORDER, ARM_ORDER, markdown_table, run_claim
