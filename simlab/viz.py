@@ -209,6 +209,7 @@ def plot_metrics(records: Sequence[dict], keys=("loss", "pos", "neg", "target_va
 
 def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_miou")):
     """Bars of the claim table (mean ± std over seeds), one panel per metric; returns the figure."""
+    from .claim import LABELS
     plt = _pyplot()
     rows = list(summary)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
@@ -218,7 +219,7 @@ def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_mio
         stds = [summary[r][key][1] if key in summary[r] else 0.0 for r in rows]
         ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color=colours[:len(rows)])
         ax.set_xticks(range(len(rows)), rows, rotation=35, ha="right", fontsize=8)
-        ax.set_title(key, fontsize=9)
+        ax.set_title(LABELS.get(key, key), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         finite = [m for m in means if m == m]
         if finite:
@@ -231,6 +232,7 @@ def plot_claim_curves(curves: dict, metrics=("linear", "knn", "fg_bg_miou", "cla
     """Learning curves of the claim (``claim.json["curves"]``): one column per probe, against training
     steps (top) and training FLOPs (bottom); each row's mean over seeds with its ± std band, every curve
     starting from the random-init encoder at step 0 (drawn as a dotted line)."""
+    from .claim import LABELS
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(metrics), figsize=(3.4 * len(metrics), 5.6), squeeze=False)
     floor = {e["step"]: e for e in curves.get("random init", [])}.get(0, {})
@@ -251,7 +253,7 @@ def plot_claim_curves(curves: dict, metrics=("linear", "knn", "fg_bg_miou", "cla
                 ax.fill_between(x, mean - std, mean + std, alpha=0.15)
             if floor.get(key):
                 ax.axhline(floor[key][0], ls=":", c="grey", lw=1.0, label="random init")
-            ax.set_title(key, fontsize=9)
+            ax.set_title(LABELS.get(key, key), fontsize=9)
             ax.set_xlabel(x_label, fontsize=8)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

@@ -159,3 +159,34 @@ def test_presets_prose_quotes_the_committed_step_benchmark():
     prose = " ".join((ROOT / "README.md").read_text().split())
     assert (f"The `demo` step reaches {100 * res['demo']['utilisation']:.0f} % of the fp32 matmul peak measured in "
             f"the same run, the ViT-B step {100 * res['vit-b16-paper']['utilisation']:.0f} %") in prose
+
+
+def test_claim_prose_quotes_the_committed_claim():
+    res = json.loads((ROOT / "bench" / "claim.json").read_text())["datasets"]["shapes"]
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    diffs = {(d["a"], d["b"]): d for d in res["differences"]}
+
+    def cell(a, b, key):
+        diff, low, high = diffs[(a, b)][key]
+        return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    quoted = [("sim", "random init", "fg_bg_miou"), ("sim", "random init", "class_miou"),
+              ("sim", "random init", "linear"), ("sim centred", "random init", "fg_bg_miou"),
+              ("sim centred", "random init", "linear"), ("sim centred", "random init", "knn"),
+              ("sim", "mae", "linear"), ("sim", "mae flops", "linear"), ("id", "random init", "fg_bg_miou"),
+              ("id flops", "random init", "fg_bg_miou"), ("id", "random init", "linear"),
+              ("mae", "random init", "few_shot_5"), ("sim", "id", "linear"), ("sim", "id", "knn")]
+    for a, b, key in quoted:
+        assert cell(a, b, key) in prose, (a, b, key, cell(a, b, key))
+    # what the prose says of them: faithful SiM below random init on the dense probes, centred SiM above
+    assert diffs[("sim", "random init")]["fg_bg_miou"][2] < 0 < diffs[("sim centred", "random init")]["fg_bg_miou"][1]
+    assert not res["no_signal"] and "No probe is marked \"no signal\"" in prose
+    mae = {p["step"]: p for p in res["curves"]["mae flops"]}
+    assert (f"fg/bg mIoU {mae[220]['fg_bg_miou'][0]:.3f} at step 220, {mae[1090]['fg_bg_miou'][0]:.3f} at 1,090"
+            in prose)
+    # the demo section's numbers for the shipped checkpoint come from its committed probe
+    ev = json.loads((ROOT / "bench" / "evidence.json").read_text())
+    assert (f"linear {100 * ev['linear']:.1f} %, k-NN {100 * ev['knn']:.1f} %, fg/bg mIoU {ev['fg_bg_miou']:.3f} "
+            f"and class mIoU {ev['class_miou']:.3f}") in prose
+    for figure in ("claim_shapes.png", "claim_shapes_curves.png"):
+        assert (ROOT / "bench" / figure).stat().st_size > 20_000
