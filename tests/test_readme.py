@@ -190,3 +190,19 @@ def test_claim_prose_quotes_the_committed_claim():
             f"and class mIoU {ev['class_miou']:.3f}") in prose
     for figure in ("claim_shapes.png", "claim_shapes_curves.png"):
         assert (ROOT / "bench" / figure).stat().st_size > 20_000
+
+
+def test_ablation_prose_quotes_the_committed_ablations():
+    res = json.loads((ROOT / "bench" / "ablations.json").read_text())["datasets"]["shapes"]
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    diffs = {(d["a"], d["b"]): d for d in res["differences"]}
+    base = "sim centred"
+    for arm, key in (("absolute queries", "fg_bg_miou"), ("absolute queries", "linear"), ("no scale terms", "linear"),
+                     ("neg weight 0", "fg_bg_miou"), ("neg weight 0.1", "linear")):
+        diff, low, high = diffs[(arm, base)][key]
+        assert f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]" in prose, (arm, key)
+    # "every interval in the first four difference rows contains 0"; each ablation above random init on dense
+    ablations = [d for d in res["differences"] if d["b"] == base]
+    assert len(ablations) == 4 and all(d[k][1] <= 0 <= d[k][2] for d in ablations for k in d if k not in ("a", "b"))
+    assert all(diffs[(d["a"], "random init")]["fg_bg_miou"][1] > 0 for d in ablations)
+    assert (ROOT / "bench" / "ablations_shapes.png").stat().st_size > 20_000
