@@ -73,17 +73,33 @@ def arm_dir(out: Path, arm: str, seed: int) -> Path:
     return Path(out) / f"{arm.replace(' ', '_')}_seed{seed}"
 
 
+_FLOPS: dict[str, float] = {}
+
+
+def _flop_per_image(cfg) -> float:
+    """:func:`simlab.flops.flop_per_image`, counted once per architecture and objective: the claim asks
+    for it for every (arm, seed), and a count on the demo model takes seconds. Seed, length and the
+    run's bookkeeping do not change it, so the key leaves them out (the objective, in ``train``, stays)."""
+    from .flops import flop_per_image
+    config = cfg.to_dict()
+    config["train"] = {k: v for k, v in config["train"].items()
+                       if k not in ("seed", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress")}
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _FLOPS:
+        _FLOPS[key] = flop_per_image(cfg)
+    return _FLOPS[key]
+
+
 def arm_config(arm: str, base, steps: int, seed: int):
     """The validated config of one (arm, seed): the claim's base config with the arm's objective and
     settings, its budget in steps, a checkpoint every tenth of the SiM step count, all kept (the
     learning curves probe them), and the seed."""
-    from .flops import flop_per_image
     spec = ARMS[arm]
     sets = [f"objective={spec['objective']}", *spec["sets"]]
     cfg = apply_overrides(copy.deepcopy(base), sets).validate()
     if spec["budget"] == "flops":
         sim = apply_overrides(copy.deepcopy(base), ["objective=sim"]).validate()
-        steps = max(1, round(steps * flop_per_image(sim) / flop_per_image(cfg)))
+        steps = max(1, round(steps * _flop_per_image(sim) / _flop_per_image(cfg)))
     if spec["budget"] == "flops" and steps >= 100:
         steps = round(steps / 10) * 10  # on the log's 10-step grid: within 1 % of SiM's FLOPs
     # about ten checkpoints per run, on the metrics log's grid so each has its training time
@@ -188,7 +204,6 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
     interrupted run has its first seeds whole; every run and probe is cached under ``out``. Writes
     NAME.json, NAME.png and NAME_curves.png there (the ablations share the runs and use another name)."""
     from .checkpoint import load_encoder
-    from .flops import flop_per_image
     from .intervals import bootstrap, difference, example_scores
     from .probes import dense_patch_labels, labelled_split, probe_encoder, probe_floors, random_init_like
     from .train import pretrain
@@ -213,7 +228,7 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
             run_dir = arm_dir(out, arm, seed)
             log(f"{arm} seed {seed}: {cfg.train.steps} steps into {run_dir}")
             pretrain(cfg, run_dir, log=lambda *_: None)
-            gflop = flop_per_image(cfg) / 1e9
+            gflop = _flop_per_image(cfg) / 1e9
             timeline = dict(train_seconds_by_step(run_dir / "metrics.jsonl", cfg.train.batch_size))
             if i == 0:  # every curve's step 0: a random-init encoder of this architecture and seed
                 ckpt = run_dir / "checkpoints" / f"ckpt_{cfg.train.steps:08d}.pt"
