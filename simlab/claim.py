@@ -59,6 +59,18 @@ ABLATIONS = {
                      "budget": "steps", "label": "λ = 0: the positive term alone"},
     "neg weight 0.1": {"objective": "sim", "sets": ["target_centering=true", "neg_weight=0.1"],
                        "budget": "steps", "label": "λ = 0.1, five times SiM's"},
+    # the demo's 8x8 grid: SiM's 0.6 masks 39 patches, MAE's 0.75 masks 48
+    "mask 0.75": {"objective": "sim", "sets": ["target_centering=true", "num_masked=48"],
+                  "budget": "steps", "label": "48 of 64 patches masked (MAE's ratio) instead of SiM's 39"},
+    "paper's decoder depth": {"objective": "sim", "sets": ["target_centering=true", "projector_depth=2",
+                                                           "predictor_depth=4"],
+                              "budget": "steps", "label": "2 projector + 4 predictor blocks (the paper's), not 1 + 2"},
+    "EMA from 0.995": {"objective": "sim", "sets": ["target_centering=true", "ema_start=0.995"],
+                       "budget": "steps", "label": "the paper's target momentum start, not the demo's 0.99"},
+    # at 32 px the blur's sigma is under 0.3 px, so this mostly moves solarisation onto the masked view
+    "swapped augmentations": {"objective": "sim", "sets": ["target_centering=true", "blur_p=0.1,1.0",
+                                                           "solarize_p=0.2,0.0"],
+                              "budget": "steps", "label": "view 1 solarised (p 0.2), view 2 blurred: BYOL's asymmetry reversed"},
 }
 ABLATION_ORDER = (ABLATION_BASE, *ABLATIONS)
 ARMS.update(ABLATIONS)
