@@ -21,16 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 END = "<!-- end generated -->"
 
 
-def _claim(budget: str) -> Callable[[dict], str]:
+def _claim(budget: str, dataset: str = "shapes") -> Callable[[dict], str]:
     def render(res: dict) -> str:
         from .claim import claim_markdown
-        return claim_markdown(res["datasets"]["shapes"], budget)
+        return claim_markdown(res["datasets"][dataset], budget)
     return render
 
 
-def _differences(res: dict) -> str:
-    from .claim import differences_markdown
-    return differences_markdown(res["datasets"]["shapes"])
+def _differences(dataset: str = "shapes") -> Callable[[dict], str]:
+    def render(res: dict) -> str:
+        from .claim import differences_markdown
+        return differences_markdown(res["datasets"][dataset])
+    return render
 
 
 def _report(name: str) -> Callable[[dict], str]:
@@ -40,7 +42,7 @@ def _report(name: str) -> Callable[[dict], str]:
     return render
 
 
-# name: (document, committed result file, renderer of the file's JSON to the block's markdown)
+# name: (document, committed result file(s), renderer of the file's JSON to the block's markdown)
 TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "dataset": ("README.md", "bench/dataset.json", _report("dataset_markdown")),
     "presets": ("README.md", "bench/train.json", _report("presets_markdown")),
@@ -51,10 +53,12 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "evidence": ("README.md", "bench/evidence.json", _report("evidence_markdown")),
     "claim_steps": ("README.md", "bench/claim.json", _claim("steps")),
     "claim_flops": ("README.md", "bench/claim.json", _claim("flops")),
-    "claim_differences": ("README.md", "bench/claim.json", _differences),
+    "claim_differences": ("README.md", "bench/claim.json", _differences()),
     "ablations": ("README.md", "bench/ablations.json", _claim("ablations")),
-    "ablation_differences": ("README.md", "bench/ablations.json", _differences),
+    "ablation_differences": ("README.md", "bench/ablations.json", _differences()),
     "id_baseline": ("README.md", "bench/id_baseline.json", _report("id_baseline_markdown")),
+    "targets": ("bench/README.md", "bench/train.json, bench/official.json, bench/views.json, bench/probes.json",
+                _report("targets_markdown")),
     "views": ("bench/README.md", "bench/views.json", _report("views_markdown")),
     "train": ("bench/README.md", "bench/train.json", _report("train_markdown")),
     "official": ("bench/README.md", "bench/official.json", _report("official_markdown")),
@@ -67,10 +71,16 @@ _BLOCK = re.compile(r"<!-- generated: (?P<name>[\w-]+) \(from (?P<file>[^)]+)\) 
                     re.S)
 
 
+def _sources(source: str) -> list[str]:
+    """A block's result files: one, or several joined by ", " (a table that reads more than one)."""
+    return source.split(", ")
+
+
 def render(name: str, root: Path = ROOT) -> str:
-    """The markdown of block ``name`` from its committed result file."""
+    """The markdown of block ``name`` from its committed result file (several files: their JSON by path)."""
     _, source, fn = TABLES[name]
-    return fn(json.loads((root / source).read_text())).rstrip("\n") + "\n"
+    files = {path: json.loads((root / path).read_text()) for path in _sources(source)}
+    return fn(files if len(files) > 1 else files[source]).rstrip("\n") + "\n"
 
 
 def regenerate(text: str, doc: str, root: Path = ROOT) -> tuple[str, list[str], list[str]]:
@@ -86,7 +96,7 @@ def regenerate(text: str, doc: str, root: Path = ROOT) -> tuple[str, list[str], 
         owner, source, _ = TABLES[name]
         if owner != doc or m["file"] != source:
             raise ValueError(f"{doc}: block {name!r} belongs to {owner} and is generated from {source}")
-        if not (root / source).exists():
+        if not all((root / path).exists() for path in _sources(source)):
             absent.append(name)
             return m[0]
         body = render(name, root)
