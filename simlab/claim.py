@@ -392,13 +392,14 @@ def _cell(mean: float, std: float, interval=None) -> str:
 
 
 # The README's two claim tables: each budget's trained rows, then the rows that need no pretraining.
-BUDGET_ROWS = {"steps": ("sim", "sim centred", "mae", "id"), "flops": ("sim", "sim centred", "mae flops", "id flops")}
+BUDGET_ROWS = {"steps": ("sim", "sim centred", "mae", "id"), "flops": ("sim", "sim centred", "mae flops", "id flops"),
+               "all": ARM_ORDER}
 REFERENCE_ROWS = ("random init", "raw pixels", "chance", "position only", "all background")
 
 
 def claim_markdown(report: dict, budget: str) -> str:
-    """One budget's claim table from a ``claim.json`` report (``"ablations"``: an ``ablations.json``
-    report): its trained rows at their last checkpoint, then random init, raw pixels and the floors;
+    """One budget's claim table from a ``claim.json`` report (``"all"``: both budgets' rows in one;
+    ``"ablations"``: an ``ablations.json`` report): its trained rows at their last checkpoint, then random init, raw pixels and the floors;
     intervals and "no signal" marks as the report has them."""
     rows = [*(ABLATION_ORDER if budget == "ablations" else BUDGET_ROWS[budget]), *REFERENCE_ROWS]
     summary = summarise(report["runs"])  # the summary is a function of the runs: recomputed, it cannot drift

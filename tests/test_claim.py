@@ -10,7 +10,7 @@ from simlab.claim import METRICS, markdown_table
 from simlab.data import FASHION_MNIST_DIR
 
 
-def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_path, capsys):
+def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_path, capsys, monkeypatch):
     # one equal-steps and one equal-FLOPs row keep CI short; the other rows share their code
     argv = ["claim", "--quick", "--out", str(tmp_path), "--arm", "sim", "--arm", "mae flops", "--json"]
     assert bench_main(argv) == 0
@@ -60,6 +60,16 @@ def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_p
     table = markdown_table(again["summary"], intervals=again["intervals"], no_signal=again["no_signal"])
     assert table.count("\n") == 1 + len(first) and "raw pixels" in table
     assert table.count("[") == sum(len(again["intervals"][r]) for r in again["intervals"])
+    # --fractions 1 probes the last checkpoints only; --save keeps the datasets another run saved
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "claim.json").write_text(json.dumps({"datasets": {"fashion-mnist": {"runs": []}}}))
+    assert bench_main(argv[:-1] + ["--fractions", "1", "--save"]) == 0
+    saved = json.loads((tmp_path / "bench" / "claim.json").read_text())
+    assert list(saved["datasets"]) == ["fashion-mnist", "shapes"] and saved["datasets"]["fashion-mnist"] == {"runs": []}
+    last = saved["datasets"]["shapes"]
+    assert [e["step"] for e in last["curves"]["sim"]] == [final["sim"]["step"]] and last["summary"] == first
+    assert (tmp_path / "bench" / "claim_shapes.png").stat().st_size > 10_000
 
 
 def test_the_flops_rows_spend_sims_training_flops_to_the_step_grid():

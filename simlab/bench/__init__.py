@@ -30,12 +30,13 @@ from .measure import bench_train, hardware, matmul_peak, timed, train_step_stats
 
 
 def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=None, arms=None,
-                overrides=(), datasets=None, save: bool = False, name: str = "claim") -> dict:
+                overrides=(), datasets=None, save: bool = False, name: str = "claim", fractions=None) -> dict:
     """The paper's claim at small scale, v2 (simlab.claim): opt-in, about 2 hours per dataset on a 2-core
     CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``; with
     ``save``, its figures go to bench/NAME_DATASET.png and bench/NAME_DATASET_curves.png. ``name``
     "ablations": SiM with target centering beside its one-switch ablations, each probed at its last
-    checkpoint only, in the same folders (the base's runs and probes are shared with the claim)."""
+    checkpoint only, in the same folders (the base's runs and probes are shared with the claim).
+    ``fractions``: the points of each run that are probed (default 0.2 0.5 1: the learning curves)."""
     import shutil
 
     from ..claim import ABLATION_ORDER, ARM_ORDER, markdown_table, run_claim
@@ -47,6 +48,8 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         kwargs = dict(preset_name="demo", steps=steps or 500, seeds=seeds or (0, 1, 2))
     if ablations:
         kwargs["fractions"] = (1.0,)
+    if fractions:
+        kwargs["fractions"] = tuple(fractions)
     reports = {}
     for dataset in datasets or ("shapes",):
         folder = Path(out) / dataset
@@ -57,7 +60,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         if save:
             for figure in (f"{name}.png", f"{name}_curves.png"):
                 shutil.copy(folder / figure, Path("bench") / figure.replace(name, f"{name}_{dataset}"))
-        reports[dataset] = report
+        reports[dataset] = {**report, "hardware": hardware()}
     return {"hardware": hardware(), "datasets": reports}
 
 
@@ -166,7 +169,10 @@ def main(argv=None) -> int:
                         "or ABLATION_ORDER)")
     parser.add_argument("--set", action="append", default=[], help="claim: key=value for every run")
     parser.add_argument("--datasets", nargs="+", help="claim: labelled datasets to pretrain and probe on, "
-                        "each in OUT/DATASET (default: shapes; add fashion-mnist for the real set)")
+                        "each in OUT/DATASET (default: shapes; add fashion-mnist for the real set); with --save, "
+                        "the other datasets already in bench/NAME.json stay")
+    parser.add_argument("--fractions", type=float, nargs="+", help="claim: the points of each run to probe, as "
+                        "fractions of its length (default: 0.2 0.5 1; ablations: 1)")
     args = parser.parse_args(argv)
     kwargs = {}
     if args.name == "train":
@@ -182,13 +188,16 @@ def main(argv=None) -> int:
                   "objectives": args.objective, "overrides": args.set, "seeds": args.seeds}
     if args.name in ("claim", "ablations"):
         kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "arms": args.arm,
-                  "overrides": args.set, "datasets": args.datasets, "save": args.save}
+                  "overrides": args.set, "datasets": args.datasets, "save": args.save, "fractions": args.fractions}
     res = BENCHMARKS[args.name](quick=args.quick, **kwargs)
     res["benchmark"] = args.name
     print(_table(args.name, res))
     if args.save:
         Path("bench").mkdir(exist_ok=True)
-        Path("bench", f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+        path = Path("bench", f"{args.name}.json")
+        if args.name in ("claim", "ablations") and path.exists():  # one dataset rerun keeps the others
+            res = {**res, "datasets": {**json.loads(path.read_text()).get("datasets", {}), **res["datasets"]}}
+        path.write_text(json.dumps(res, indent=2) + "\n")
     if args.json:
         print(json.dumps(res))
     return 0
