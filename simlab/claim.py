@@ -17,7 +17,6 @@ import statistics
 from pathlib import Path
 from typing import Optional, Sequence
 
-
 from .config import apply_overrides
 from .presets import preset
 
@@ -70,7 +69,8 @@ ABLATIONS = {
     # at 32 px the blur's sigma is under 0.3 px, so this mostly moves solarisation onto the masked view
     "swapped augmentations": {"objective": "sim", "sets": ["target_centering=true", "blur_p=0.1,1.0",
                                                            "solarize_p=0.2,0.0"],
-                              "budget": "steps", "label": "view 1 solarised (p 0.2), view 2 blurred: BYOL's asymmetry reversed"},
+                              "budget": "steps",
+                              "label": "view 1 solarised (p 0.2), view 2 blurred: BYOL's asymmetry reversed"},
 }
 ABLATION_ORDER = (ABLATION_BASE, *ABLATIONS)
 ARMS.update(ABLATIONS)
@@ -124,18 +124,31 @@ def arm_config(arm: str, base, steps: int, seed: int):
 
 
 def probe_raw_pixels(train: dict, test: dict, patch: int, dense_train: int = 1000, seed: int = 0,
-                     predictions: Optional[dict] = None) -> dict:
+                     predictions: Optional[dict] = None, image_size: Optional[int] = None) -> dict:
     """The raw-pixel row: flattened pixels through the shared head (LayerNorm without affine), and
-    per-patch pixels for the dense probe (``predictions``: as :func:`simlab.probes.probe_encoder`)."""
-    from .probes import dense_probe, global_probes, normalise, patch_labels, raw_pixel_tokens
-    flat = lambda x: normalise(x.float().flatten(1) / 255)  # noqa: E731
+    per-patch pixels for the dense probe (``predictions``: as :func:`simlab.probes.probe_encoder`).
+    ``image_size``: the encoders' input size; images of another size (Fashion-MNIST's 28 px under a
+    32 px model) are resized to it as the encoders' own input is, so the pixels' patches and labels
+    are the encoders' (default: the images' own size)."""
+    import torch.nn.functional as F
+
+    from .probes import dense_patch_labels, dense_probe, global_probes, normalise, raw_pixel_tokens
+    size = image_size or train["images"].shape[-1]
+
+    def pixels(images):  # [0, 1] at the encoders' input size (simlab.features.prepare's resize)
+        x = images.float() / 255
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    flat = lambda x: normalise(pixels(x).flatten(1))  # noqa: E731
     out = global_probes(flat(train["images"]), flat(test["images"]), train["labels"], test["labels"], seed,
                         predictions=predictions)
     if "masks" in train:
-        grid = train["images"].shape[-1] // patch
-        out.update(dense_probe(raw_pixel_tokens(train["images"][:dense_train], patch),
-                               patch_labels(train["masks"][:dense_train], grid),
-                               raw_pixel_tokens(test["images"], patch), patch_labels(test["masks"], grid),
+        grid = size // patch
+        out.update(dense_probe(raw_pixel_tokens(pixels(train["images"][:dense_train]), patch),
+                               dense_patch_labels(train, size, grid, dense_train),
+                               raw_pixel_tokens(pixels(test["images"]), patch), dense_patch_labels(test, size, grid),
                                predictions=predictions))
     return out
 
@@ -214,7 +227,8 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
     step 0), raw pixels and the floors; summarise the final checkpoints with mean ± std over seeds and a
     bootstrap interval over seeds and test images (:mod:`simlab.intervals`). Seed-major, so an
     interrupted run has its first seeds whole; every run and probe is cached under ``out``. Writes
-    NAME.json, NAME.png and NAME_curves.png there (the ablations share the runs and use another name)."""
+    NAME.json, NAME.png, NAME_curves.png and NAME_differences.png there (the ablations share the runs
+    and use another name)."""
     from .checkpoint import load_encoder
     from .intervals import bootstrap, difference, example_scores
     from .probes import dense_patch_labels, labelled_split, probe_encoder, probe_floors, random_init_like
@@ -263,7 +277,7 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
             scores.setdefault(arm, []).append(example_scores(preds, labels, dense_labels))
             log(f"{arm} seed {seed}: " + ", ".join(f"{k} {point[k]:.4f}" for k in METRICS if k in point))
     raw, raw_preds = _probed(out / "raw_pixels", lambda preds: probe_raw_pixels(
-        data["train"], data["test"], base.model.patch_size, predictions=preds))
+        data["train"], data["test"], base.model.patch_size, predictions=preds, image_size=base.data.image_size))
     runs.append({"row": "raw pixels", "seed": None, **_numbers(raw)})
     scores["raw pixels"] = [example_scores(raw_preds, labels, dense_labels)]
     floors = _cached(out / "floors.json", lambda: probe_floors(data["train"], data["test"], base.grid,
@@ -281,6 +295,7 @@ def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] =
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     save_plot(summary, out / f"{name}.png")
     save_curves(report["curves"], out / f"{name}_curves.png")
+    save_differences(differences, out / f"{name}_differences.png")
     return report
 
 
@@ -358,6 +373,14 @@ def save_plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def save_differences(differences: list, path: Path) -> None:
+    from . import viz
+    plt = viz._pyplot()
+    fig = viz.plot_differences(differences)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def save_curves(curves: dict, path: Path) -> None:
     from . import viz
     plt = viz._pyplot()
@@ -399,8 +422,8 @@ REFERENCE_ROWS = ("random init", "raw pixels", "chance", "position only", "all b
 
 def claim_markdown(report: dict, budget: str) -> str:
     """One budget's claim table from a ``claim.json`` report (``"all"``: both budgets' rows in one;
-    ``"ablations"``: an ``ablations.json`` report): its trained rows at their last checkpoint, then random init, raw pixels and the floors;
-    intervals and "no signal" marks as the report has them."""
+    ``"ablations"``: an ``ablations.json`` report): its trained rows at their last checkpoint, then
+    random init, raw pixels and the floors; intervals and "no signal" marks as the report has them."""
     rows = [*(ABLATION_ORDER if budget == "ablations" else BUDGET_ROWS[budget]), *REFERENCE_ROWS]
     summary = summarise(report["runs"])  # the summary is a function of the runs: recomputed, it cannot drift
     return markdown_table(summary, rows, report.get("intervals"), report.get("no_signal", ()))

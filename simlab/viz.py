@@ -217,6 +217,8 @@ def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_mio
     for ax, key in zip(axes[0], metrics):
         means = [summary[r][key][0] if key in summary[r] else float("nan") for r in rows]
         stds = [summary[r][key][1] if key in summary[r] else 0.0 for r in rows]
+        if len(rows) > len(colours):  # the ablations' table has more rows than the default cycle
+            colours = [plt.get_cmap("tab20")(i % 20) for i in range(len(rows))]
         ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color=colours[:len(rows)])
         ax.set_xticks(range(len(rows)), rows, rotation=35, ha="right", fontsize=8)
         ax.set_title(LABELS.get(key, key), fontsize=9)
@@ -224,6 +226,37 @@ def plot_claim(summary: dict, metrics=("linear", "knn", "fg_bg_miou", "class_mio
         finite = [m for m in means if m == m]
         if finite:
             ax.set_ylim(min(finite) * 0.9, max(m + s for m, s in zip(means, stds) if m == m) * 1.05)
+    fig.tight_layout()
+    return fig
+
+
+def plot_differences(differences: list, metrics=("linear", "knn", "fg_bg_miou", "class_miou")):
+    """A forest plot of the claim's differences (``claim.json["differences"]``): one panel per probe,
+    one line per pair ("a − b"), its seed-mean difference with the 95 % bootstrap interval; a pair
+    whose interval excludes 0 is drawn solid, one that contains it hollow and grey."""
+    from .claim import LABELS
+    plt = _pyplot()
+    names = [f"{d['a']} − {d['b']}" for d in differences]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 2.4, 0.32 * len(names) + 1.2),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(names))[::-1]
+    for ax, key in zip(axes[0], metrics):
+        for yi, d in zip(y, differences):
+            if key not in d:
+                continue
+            diff, low, high = d[key]
+            separable = low > 0 or high < 0
+            colour = ("tab:green" if diff > 0 else "tab:red") if separable else "grey"
+            ax.errorbar(diff, yi, xerr=[[diff - low], [high - diff]], fmt="o", ms=4, capsize=2, color=colour,
+                        mfc=colour if separable else "white")
+        ax.axvline(0, c="k", lw=0.8)
+        ax.set_title(LABELS.get(key, key), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    axes[0][0].set_yticks(y, names, fontsize=7)
+    fig.suptitle("difference of seed means with its 95 % bootstrap interval (seeds and test images); "
+                 "filled: the interval excludes 0", fontsize=8)
     fig.tight_layout()
     return fig
 

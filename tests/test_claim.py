@@ -50,7 +50,7 @@ def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_p
     for (a, b), d in diffs.items():
         diff, low, high = d["linear"]
         assert abs(diff - (summary[a]["linear"][0] - summary[b]["linear"][0])) < 1e-9 and low <= high
-    for name in ("claim.png", "claim_curves.png"):
+    for name in ("claim.png", "claim_curves.png", "claim_differences.png"):
         assert (out / name).stat().st_size > 10_000
     first = report["summary"]
     capsys.readouterr()
@@ -69,7 +69,8 @@ def test_claim_harness_runs_both_budgets_with_curves_intervals_and_resumes(tmp_p
     assert list(saved["datasets"]) == ["fashion-mnist", "shapes"] and saved["datasets"]["fashion-mnist"] == {"runs": []}
     last = saved["datasets"]["shapes"]
     assert [e["step"] for e in last["curves"]["sim"]] == [final["sim"]["step"]] and last["summary"] == first
-    assert (tmp_path / "bench" / "claim_shapes.png").stat().st_size > 10_000
+    for figure in ("claim_shapes.png", "claim_shapes_differences.png"):
+        assert (tmp_path / "bench" / figure).stat().st_size > 10_000
 
 
 def test_the_flops_rows_spend_sims_training_flops_to_the_step_grid():
@@ -116,6 +117,36 @@ def test_claim_on_fashion_mnist_pretrains_and_probes_the_real_set(tmp_path, caps
     # Fashion-MNIST's thresholded masks give the dense probe its foreground labels
     assert 0.0 < report["summary"]["sim"]["fg_bg_miou"][0] <= 1.0
     assert not (tmp_path / "shapes").exists()
+
+
+def test_raw_pixels_are_seen_at_the_encoders_input_size():
+    """Fashion-MNIST's 28 px images under a 32 px model: the raw-pixel row must score the same 8x8
+    patches as the encoders' rows (it once scored a 7x7 grid and the intervals could not pair them)."""
+    import numpy as np
+    import torch
+
+    from simlab.claim import probe_raw_pixels
+    from simlab.intervals import example_scores
+    from simlab.probes import dense_patch_labels
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):  # class c: a bright garment on quadrant c of a dark 28 px image
+        labels = torch.arange(n) % 4
+        images = torch.rand(n, 1, 28, 28, generator=g) * 20
+        for i, c in enumerate(labels.tolist()):
+            images[i, :, 14 * (c // 2):14 * (c // 2) + 14, 14 * (c % 2):14 * (c % 2) + 14] += 200
+        images = images.to(torch.uint8)
+        return {"images": images, "labels": labels, "masks": torch.where(images[:, 0] > 25, labels[:, None, None] + 1, 0)}
+
+    train, test = split(80), split(40)
+    preds = {}
+    out = probe_raw_pixels(train, test, patch=4, dense_train=80, predictions=preds, image_size=32)
+    dense = dense_patch_labels(test, 32, 8).numpy()
+    assert dense.shape == (40, 64) and np.asarray(preds["fg_bg"]).shape == (40, 64)
+    inter, union = example_scores(preds, test["labels"].numpy(), dense)["fg_bg"]
+    assert np.isclose((inter.sum(0) / union.sum(0)).mean(), out["fg_bg_miou"])  # the same patches, scored alike
+    assert out["linear"] == 1.0 and out["fg_bg_miou"] > 0.9  # the pixels separate these classes and masks
 
 
 def test_logged_train_seconds_counts_each_step_once_across_a_resume(tmp_path):

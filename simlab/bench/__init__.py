@@ -33,9 +33,9 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
                 overrides=(), datasets=None, save: bool = False, name: str = "claim", fractions=None) -> dict:
     """The paper's claim at small scale, v2 (simlab.claim): opt-in, about 2 hours per dataset on a 2-core
     CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``; with
-    ``save``, its figures go to bench/NAME_DATASET.png and bench/NAME_DATASET_curves.png. ``name``
-    "ablations": SiM with target centering beside its one-switch ablations, each probed at its last
-    checkpoint only, in the same folders (the base's runs and probes are shared with the claim).
+    ``save``, its figures go to bench/NAME_DATASET.png, NAME_DATASET_curves.png and
+    NAME_DATASET_differences.png. ``name`` "ablations": SiM with target centering beside its one-switch
+    ablations, each probed at its last checkpoint only, in the same folders (the base's runs and probes are shared with the claim).
     ``fractions``: the points of each run that are probed (default 0.2 0.5 1: the learning curves)."""
     import shutil
 
@@ -58,7 +58,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         print(f"{dataset}:\n" + markdown_table(report["summary"], intervals=report["intervals"],
                                                no_signal=report["no_signal"]))
         if save:
-            for figure in (f"{name}.png", f"{name}_curves.png"):
+            for figure in (f"{name}.png", f"{name}_curves.png", f"{name}_differences.png"):
                 shutil.copy(folder / figure, Path("bench") / figure.replace(name, f"{name}_{dataset}"))
         reports[dataset] = {**report, "hardware": hardware()}
     return {"hardware": hardware(), "datasets": reports}
