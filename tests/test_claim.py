@@ -180,9 +180,14 @@ def test_each_ablation_is_its_base_with_one_switch_changed():
                        "no scale terms": {"model.scale_terms": False},
                        "neg weight 0": {"model.neg_weight": 0.0}, "neg weight 0.1": {"model.neg_weight": 0.1},
                        "mask 0.75": {"model.num_masked": 48},
-                       "paper's decoder depth": {"model.projector_depth": 2, "model.predictor_depth": 4},
+                       "decoder 2+4": {"model.projector_depth": 2, "model.predictor_depth": 4},
                        "EMA from 0.995": {"train.ema_start": 0.995},
                        "swapped augmentations": {"aug.blur_p": (0.1, 1.0), "aug.solarize_p": (0.2, 0.0)}}
     # each ablation is read against its base, and every trained row against random init
     assert compared(ABLATION_ORDER) == [(a, ABLATION_BASE) for a in ABLATIONS] + [
         (a, "random init") for a in ABLATION_ORDER]
+    # the claim: faithful SiM against every other row, centred SiM against the other objectives
+    from simlab.claim import ARM_ORDER
+    others = ["mae", "id", "mae flops", "id flops"]
+    assert compared(ARM_ORDER) == [("sim", a) for a in ARM_ORDER[1:]] + [("sim centred", a) for a in others] + [
+        (a, "random init") for a in ARM_ORDER]
