@@ -54,6 +54,8 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "claim_steps": ("README.md", "bench/claim.json", _claim("steps")),
     "claim_flops": ("README.md", "bench/claim.json", _claim("flops")),
     "claim_differences": ("README.md", "bench/claim.json", _differences()),
+    "claim_fashion": ("README.md", "bench/claim.json", _claim("steps", "fashion-mnist")),
+    "claim_fashion_differences": ("README.md", "bench/claim.json", _differences("fashion-mnist")),
     "ablations": ("README.md", "bench/ablations.json", _claim("ablations")),
     "ablation_differences": ("README.md", "bench/ablations.json", _differences()),
     "id_baseline": ("README.md", "bench/id_baseline.json", _report("id_baseline_markdown")),

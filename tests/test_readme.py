@@ -219,3 +219,40 @@ def test_ablation_prose_quotes_the_committed_ablations():
     assert len(ablations) == 4 and all(d[k][1] <= 0 <= d[k][2] for d in ablations for k in d if k not in ("a", "b"))
     assert all(diffs[(d["a"], "random init")]["fg_bg_miou"][1] > 0 for d in ablations)
     assert (ROOT / "bench" / "ablations_shapes.png").stat().st_size > 20_000
+
+
+def test_fashion_mnist_claim_prose_quotes_the_committed_claim():
+    import numpy as np
+    res = json.loads((ROOT / "bench" / "claim.json").read_text())["datasets"]["fashion-mnist"]
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    diffs = {(d["a"], d["b"]): d for d in res["differences"]}
+
+    def cell(a, b, key):
+        diff, low, high = diffs[(a, b)][key]
+        return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    quoted = [("sim", "random init", "knn"), ("sim", "random init", "few_shot_5"), ("sim centred", "random init", "knn"),
+              ("sim centred", "random init", "linear"), ("mae", "random init", "linear"), ("id", "random init", "knn"),
+              ("sim", "random init", "fg_bg_miou"), ("sim", "id", "linear"), ("sim", "id", "knn"),
+              ("sim centred", "id", "linear"), ("sim centred", "id", "knn"), ("sim", "mae", "class_miou"),
+              ("sim centred", "mae", "class_miou")]
+    for a, b, key in quoted:
+        assert cell(a, b, key) in prose, (a, b, key, cell(a, b, key))
+    trained = ("sim", "sim centred", "mae", "id")
+    # "every objective lifts k-NN and 5-shot above random init"; "within 0.012 of random init" on fg/bg
+    assert all(diffs[(a, "random init")][k][1] > 0 for a in trained for k in ("knn", "few_shot_5"))
+    assert all(abs(diffs[(a, "random init")]["fg_bg_miou"][0]) <= 0.012 for a in trained)
+    # centred SiM "not separable" from ID and MAE on the four probes named; faithful SiM trails where said
+    assert all(diffs[("sim centred", b)][k][1] <= 0 <= diffs[("sim centred", b)][k][2]
+               for b in ("id", "mae") for k in ("linear", "knn", "few_shot_5", "class_miou"))
+    assert diffs[("sim", "id")]["knn"][2] < 0 and diffs[("sim", "mae")]["class_miou"][2] < 0
+    # raw pixels above every encoder's mean on the global probes, as quoted
+    summary = {r: {k: np.mean([x[k] for x in res["runs"] if x["row"] == r]) for k in ("linear", "knn", "few_shot_5")}
+               for r in (*trained, "random init", "raw pixels")}
+    raw = summary.pop("raw pixels")
+    assert all(raw[k] > row[k] for row in summary.values() for k in raw)
+    assert f"(linear {raw['linear']:.3f}, k-NN {raw['knn']:.3f}, 5-shot {raw['few_shot_5']:.3f})" in prose
+    # "the three random-init seeds' linear probes all score 0.779"
+    assert {round(x["linear"], 3) for x in res["runs"] if x["row"] == "random init"} == {0.779}
+    for figure in ("claim_fashion-mnist.png", "claim_fashion-mnist_differences.png"):
+        assert (ROOT / "bench" / figure).stat().st_size > 20_000
