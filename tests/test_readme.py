@@ -188,7 +188,10 @@ def test_claim_prose_quotes_the_committed_claim():
               ("sim centred", "random init", "linear"), ("sim centred", "random init", "knn"),
               ("sim", "mae", "linear"), ("sim", "mae flops", "linear"), ("id", "random init", "fg_bg_miou"),
               ("id flops", "random init", "fg_bg_miou"), ("id", "random init", "linear"),
-              ("mae", "random init", "few_shot_5"), ("sim", "id", "linear"), ("sim", "id", "knn")]
+              ("mae", "random init", "few_shot_5"), ("sim", "id", "linear"), ("sim", "id", "knn"),
+              ("sim centred", "mae flops", "fg_bg_miou"), ("sim centred", "mae flops", "class_miou"),
+              ("sim centred", "mae flops", "linear"), ("sim centred", "id", "fg_bg_miou"),
+              ("sim centred", "id", "linear")]
     for a, b, key in quoted:
         assert cell(a, b, key) in prose, (a, b, key, cell(a, b, key))
     # what the prose says of them: faithful SiM below random init on the dense probes, centred SiM above
@@ -201,7 +204,7 @@ def test_claim_prose_quotes_the_committed_claim():
     ev = json.loads((ROOT / "bench" / "evidence.json").read_text())
     assert (f"linear {100 * ev['linear']:.1f} %, k-NN {100 * ev['knn']:.1f} %, fg/bg mIoU {ev['fg_bg_miou']:.3f} "
             f"and class mIoU {ev['class_miou']:.3f}") in prose
-    for figure in ("claim_shapes.png", "claim_shapes_curves.png"):
+    for figure in ("claim_shapes.png", "claim_shapes_curves.png", "claim_shapes_differences.png"):
         assert (ROOT / "bench" / figure).stat().st_size > 20_000
 
 

@@ -58,7 +58,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         print(f"{dataset}:\n" + markdown_table(report["summary"], intervals=report["intervals"],
                                                no_signal=report["no_signal"]))
         if save:
-            curves = [f"{name}_curves.png"] if len(kwargs["fractions"]) > 1 else []  # one point: no curve
+            curves = [f"{name}_curves.png"] if len(report["fractions"]) > 1 else []  # one point: no curve
             for figure in (f"{name}.png", *curves, f"{name}_differences.png"):
                 shutil.copy(folder / figure, Path("bench") / figure.replace(name, f"{name}_{dataset}"))
         reports[dataset] = {**report, "hardware": hardware()}
