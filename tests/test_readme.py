@@ -174,14 +174,22 @@ def test_presets_prose_quotes_the_committed_step_benchmark():
             f"the same run, the ViT-B step {100 * res['vit-b16-paper']['utilisation']:.0f} %") in prose
 
 
-def test_claim_prose_quotes_the_committed_claim():
-    res = json.loads((ROOT / "bench" / "claim.json").read_text())["datasets"]["shapes"]
+def _claim_quotes(file: str, dataset: str):
+    """(the report of ``dataset`` in bench/FILE, the README's prose on one line, its differences by
+    (a, b), and the cell text the README quotes for one difference)."""
+    res = json.loads((ROOT / "bench" / file).read_text())["datasets"][dataset]
     prose = " ".join((ROOT / "README.md").read_text().split())
     diffs = {(d["a"], d["b"]): d for d in res["differences"]}
 
     def cell(a, b, key):
         diff, low, high = diffs[(a, b)][key]
         return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    return res, prose, diffs, cell
+
+
+def test_claim_prose_quotes_the_committed_claim():
+    res, prose, diffs, cell = _claim_quotes("claim.json", "shapes")
 
     quoted = [("sim", "random init", "fg_bg_miou"), ("sim", "random init", "class_miou"),
               ("sim", "random init", "linear"), ("sim centred", "random init", "fg_bg_miou"),
@@ -209,9 +217,7 @@ def test_claim_prose_quotes_the_committed_claim():
 
 
 def test_ablation_prose_quotes_the_committed_ablations():
-    res = json.loads((ROOT / "bench" / "ablations.json").read_text())["datasets"]["shapes"]
-    prose = " ".join((ROOT / "README.md").read_text().split())
-    diffs = {(d["a"], d["b"]): d for d in res["differences"]}
+    res, prose, diffs, cell = _claim_quotes("ablations.json", "shapes")
     base = "sim centred"
     for arm, key in (("absolute queries", "fg_bg_miou"), ("absolute queries", "linear"), ("no scale terms", "linear"),
                      ("neg weight 0", "fg_bg_miou"), ("neg weight 0.1", "linear")):
@@ -226,13 +232,7 @@ def test_ablation_prose_quotes_the_committed_ablations():
 
 def test_fashion_mnist_claim_prose_quotes_the_committed_claim():
     import numpy as np
-    res = json.loads((ROOT / "bench" / "claim.json").read_text())["datasets"]["fashion-mnist"]
-    prose = " ".join((ROOT / "README.md").read_text().split())
-    diffs = {(d["a"], d["b"]): d for d in res["differences"]}
-
-    def cell(a, b, key):
-        diff, low, high = diffs[(a, b)][key]
-        return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+    res, prose, diffs, cell = _claim_quotes("claim.json", "fashion-mnist")
 
     quoted = [("sim", "random init", "knn"), ("sim", "random init", "few_shot_5"), ("sim centred", "random init", "knn"),
               ("sim centred", "random init", "linear"), ("mae", "random init", "linear"), ("id", "random init", "knn"),
