@@ -129,17 +129,10 @@ def probe_raw_pixels(train: dict, test: dict, patch: int, dense_train: int = 100
     ``image_size``: the encoders' input size; images of another size (Fashion-MNIST's 28 px under a
     32 px model) are resized to it as the encoders' own input is, so the pixels' patches and labels
     are the encoders' (default: the images' own size)."""
-    import torch.nn.functional as F
-
+    from .features import resized
     from .probes import dense_patch_labels, dense_probe, global_probes, normalise, raw_pixel_tokens
     size = image_size or train["images"].shape[-1]
-
-    def pixels(images):  # [0, 1] at the encoders' input size (simlab.features.prepare's resize)
-        x = images.float() / 255
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return x
-
+    pixels = lambda images: resized(images.float() / 255, size)  # noqa: E731  [0, 1], as the encoders see them
     flat = lambda x: normalise(pixels(x).flatten(1))  # noqa: E731
     out = global_probes(flat(train["images"]), flat(test["images"]), train["labels"], test["labels"], seed,
                         predictions=predictions)
@@ -368,28 +361,25 @@ def no_signal(intervals: dict, floors: dict) -> list[str]:
     return out
 
 
-def save_plot(summary: dict, path: Path) -> None:
+def _save_figure(plot: str, data, path: Path) -> None:
+    """Draw ``data`` with :mod:`simlab.viz`'s ``plot`` function and write it to ``path``."""
     from . import viz
     plt = viz._pyplot()
-    fig = viz.plot_claim(summary)
+    fig = getattr(viz, plot)(data)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_plot(summary: dict, path: Path) -> None:
+    _save_figure("plot_claim", summary, path)
 
 
 def save_differences(differences: list, path: Path) -> None:
-    from . import viz
-    plt = viz._pyplot()
-    fig = viz.plot_differences(differences)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure("plot_differences", differences, path)
 
 
 def save_curves(curves: dict, path: Path) -> None:
-    from . import viz
-    plt = viz._pyplot()
-    fig = viz.plot_claim_curves(curves)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure("plot_claim_curves", curves, path)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -418,15 +408,14 @@ def _cell(mean: float, std: float, interval=None) -> str:
 
 
 # The README's two claim tables: each budget's trained rows, then the rows that need no pretraining.
-BUDGET_ROWS = {"steps": ("sim", "sim centred", "mae", "id"), "flops": ("sim", "sim centred", "mae flops", "id flops"),
-               "all": ARM_ORDER}
+BUDGET_ROWS = {"steps": ("sim", "sim centred", "mae", "id"), "flops": ("sim", "sim centred", "mae flops", "id flops")}
 REFERENCE_ROWS = ("random init", "raw pixels", "chance", "position only", "all background")
 
 
 def claim_markdown(report: dict, budget: str) -> str:
-    """One budget's claim table from a ``claim.json`` report (``"all"``: both budgets' rows in one;
-    ``"ablations"``: an ``ablations.json`` report): its trained rows at their last checkpoint, then
-    random init, raw pixels and the floors; intervals and "no signal" marks as the report has them."""
+    """One budget's claim table from a ``claim.json`` report (``"ablations"``: an ``ablations.json``
+    report): its trained rows at their last checkpoint, then random init, raw pixels and the floors;
+    intervals and "no signal" marks as the report has them."""
     rows = [*(ABLATION_ORDER if budget == "ablations" else BUDGET_ROWS[budget]), *REFERENCE_ROWS]
     summary = summarise(report["runs"])  # the summary is a function of the runs: recomputed, it cannot drift
     return markdown_table(summary, rows, report.get("intervals"), report.get("no_signal", ()))

@@ -30,13 +30,18 @@ def match_channels(x: torch.Tensor, c: int) -> torch.Tensor:
     raise ValueError(f"images have {x.shape[1]} channels, the encoder takes {c}")
 
 
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images (B, C, H, W) at ``size`` x ``size``, as the encoders see them (bilinear, antialiased)."""
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
 def prepare(images: torch.Tensor, preprocess: dict) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] (B, C, H, W) -> the encoder's normalised input."""
     x = match_channels(images.float() / 255 if images.dtype == torch.uint8 else images.float(),
                        preprocess["in_chans"])
-    size = preprocess["input_size"]
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = resized(x, preprocess["input_size"])
     mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
     return (x - mean) / std

@@ -35,7 +35,8 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
     CPU. Each dataset (default: shapes) pretrains and probes in its own folder ``out/DATASET``; with
     ``save``, its figures go to bench/NAME_DATASET.png, NAME_DATASET_curves.png and
     NAME_DATASET_differences.png. ``name`` "ablations": SiM with target centering beside its one-switch
-    ablations, each probed at its last checkpoint only, in the same folders (the base's runs and probes are shared with the claim).
+    ablations, each probed at its last checkpoint only, in the same folders (the base's runs and probes
+    are shared with the claim).
     ``fractions``: the points of each run that are probed (default 0.2 0.5 1: the learning curves)."""
     import shutil
 
@@ -50,7 +51,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         kwargs["fractions"] = (1.0,)
     if fractions:
         kwargs["fractions"] = tuple(fractions)
-    reports = {}
+    reports, machine = {}, hardware()
     for dataset in datasets or ("shapes",):
         folder = Path(out) / dataset
         report = run_claim(folder, arms=arms or (ABLATION_ORDER if ablations else ARM_ORDER), name=name,
@@ -61,8 +62,8 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
             curves = [f"{name}_curves.png"] if len(report["fractions"]) > 1 else []  # one point: no curve
             for figure in (f"{name}.png", *curves, f"{name}_differences.png"):
                 shutil.copy(folder / figure, Path("bench") / figure.replace(name, f"{name}_{dataset}"))
-        reports[dataset] = {**report, "hardware": hardware()}
-    return {"hardware": hardware(), "datasets": reports}
+        reports[dataset] = {**report, "hardware": machine}  # kept with its dataset when --save merges files
+    return {"hardware": machine, "datasets": reports}
 
 
 def bench_ablations(quick: bool = False, **kwargs) -> dict:
