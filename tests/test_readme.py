@@ -220,14 +220,24 @@ def test_ablation_prose_quotes_the_committed_ablations():
     res, prose, diffs, cell = _claim_quotes("ablations.json", "shapes")
     base = "sim centred"
     for arm, key in (("absolute queries", "fg_bg_miou"), ("absolute queries", "linear"), ("no scale terms", "linear"),
-                     ("neg weight 0", "fg_bg_miou"), ("neg weight 0.1", "linear")):
+                     ("neg weight 0", "fg_bg_miou"), ("neg weight 0.1", "linear"),
+                     ("mask 0.75", "fg_bg_miou"), ("mask 0.75", "linear"), ("decoder 2+4", "linear"),
+                     ("EMA from 0.995", "linear"), ("EMA from 0.995", "fg_bg_miou"),
+                     ("swapped augmentations", "fg_bg_miou")):
         diff, low, high = diffs[(arm, base)][key]
         assert f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]" in prose, (arm, key)
-    # "every interval in the first four difference rows contains 0"; each ablation above random init on dense
+    # "every interval in the first eight difference rows contains 0"; each ablation above random init on dense
     ablations = [d for d in res["differences"] if d["b"] == base]
-    assert len(ablations) == 4 and all(d[k][1] <= 0 <= d[k][2] for d in ablations for k in d if k not in ("a", "b"))
+    assert len(ablations) == 8 and all(d[k][1] <= 0 <= d[k][2] for d in ablations for k in d if k not in ("a", "b"))
     assert all(diffs[(d["a"], "random init")]["fg_bg_miou"][1] > 0 for d in ablations)
-    assert (ROOT / "bench" / "ablations_shapes.png").stat().st_size > 20_000
+    # the decoder's "largest mean gain in linear probe of the four" and the FLOPs quoted beside it
+    four = ("mask 0.75", "decoder 2+4", "EMA from 0.995", "swapped augmentations")
+    assert max(four, key=lambda a: diffs[(a, base)]["linear"][0]) == "decoder 2+4"
+    tflop = {r: res["summary"][r]["train_gflop"][0] / 1e3 for r in (base, *four)}
+    assert f"({tflop['decoder 2+4']:.1f} against {tflop[base]:.1f} TFLOP)" in prose
+    assert f"at {round(100 * (1 - tflop['mask 0.75'] / tflop[base]))} % fewer FLOPs" in prose
+    for name in ("ablations_shapes.png", "ablations_shapes_differences.png"):
+        assert (ROOT / "bench" / name).stat().st_size > 20_000
 
 
 def test_fashion_mnist_claim_prose_quotes_the_committed_claim():
