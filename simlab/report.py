@@ -7,6 +7,8 @@ next to it (DESIGN.md convention 13), nor an unconverged fit without being told.
 
 from __future__ import annotations
 
+import statistics
+
 REGIONS = ("all", "visible", "masked", "outside")
 
 
@@ -147,6 +149,59 @@ def sweep_markdown(report: dict) -> str:
     if ri:  # the floor, on the same probe sizes: no decoder, so no decoder loss
         lines.append("| " + " | ".join(["random init", *("–" for _ in grid[1:]), str(len(ri["seeds"])), *cells(ri)])
                      + " |")
+    return "\n".join(lines)
+
+
+MARGIN_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
+                 ("class_miou", "class mIoU", False))
+
+
+def seed_margins(report: dict) -> list[dict]:
+    """Each finished run of a probed sweep beside the random-init encoder of its own seed: per probe the
+    run's value minus that floor, and the decoder's loss minus the content-blind rule's (negative =
+    the decoder predicts better than position alone). Seeds are paired because a random-init
+    encoder's own probes move with its seed by about as much as training moves them."""
+    floors = {f["seed"]: f for f in (report.get("random_init") or {}).get("per_seed", [])}
+    out = []
+    for row in report["rows"]:
+        floor = floors.get(row["seed"])
+        if row.get("status") != "complete" or floor is None:
+            continue
+        entry = {"point": row["point"], "seed": row["seed"]}
+        entry.update({k: row[k] - floor[k] for k, _, _ in MARGIN_PROBES if k in row and k in floor})
+        if "decoder_loss" in row and "blind_loss" in row:
+            entry["decoder_vs_blind"] = row["decoder_loss"] - row["blind_loss"]
+        out.append(entry)
+    return out
+
+
+def seed_margins_markdown(report: dict) -> str:
+    """:func:`seed_margins` as a table, one row per run, then per grid point the mean margin in units of
+    its standard deviation over seeds and the seeds on the right side of the floor."""
+    margins = seed_margins(report)
+    head = ["run", *(f"{label} − random init" for _, label, _ in MARGIN_PROBES), "decoder − content-blind loss"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    keys = [k for k, _, _ in MARGIN_PROBES] + ["decoder_vs_blind"]
+    pct = {k: p for k, _, p in MARGIN_PROBES}
+
+    def fmt(k, v):
+        return "–" if v is None else f"{100 * v:+.1f} pts" if pct.get(k) else f"{v:+.3f}"
+    for m in margins:
+        lines.append(f"| `{m['point']}` | " + " | ".join(fmt(k, m.get(k)) for k in keys) + " |")
+    points = list(dict.fromkeys(m["point"].rsplit(",seed=", 1)[0] for m in margins))
+    for point in points:
+        rows = [m for m in margins if m["point"].rsplit(",seed=", 1)[0] == point]
+        cells = []
+        for k in keys:
+            vals = [m[k] for m in rows if k in m]
+            if len(vals) < 2:
+                cells.append("–")
+                continue
+            good = sum(v < 0 if k == "decoder_vs_blind" else v > 0 for v in vals)
+            sd = statistics.stdev(vals)
+            z = f"{statistics.mean(vals) / sd:+.1f} sd" if sd > 0 else "–"
+            cells.append(f"{z}, {good} of {len(vals)}")
+        lines.append(f"| `{point}`: mean ÷ sd, seeds on the right side | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -174,3 +174,24 @@ def test_a_probed_sweep_probes_its_random_init_floor_on_the_same_sizes(tmp_path)
                                                                     "class_miou")}}]
     assert "--random-init SEED --train-size 64 --test-size 32" in ri["command"]
     assert sweep_markdown(report).splitlines()[-1].startswith(f"| random init | 1 | {100 * floor['linear']:.1f} %")
+
+
+def test_seed_margins_pair_each_run_with_its_own_seeds_random_init():
+    from simlab.report import seed_margins, seed_margins_markdown
+    report = {"rows": [
+        {"point": "x=1,seed=0", "seed": 0, "status": "complete", "linear": 0.20, "knn": 0.10, "fg_bg_miou": 0.8,
+         "class_miou": 0.13, "decoder_loss": 0.85, "blind_loss": 0.90},
+        {"point": "x=1,seed=1", "seed": 1, "status": "complete", "linear": 0.15, "knn": 0.14, "fg_bg_miou": 0.7,
+         "class_miou": 0.12, "decoder_loss": 0.95, "blind_loss": 0.90},
+        {"point": "x=1,seed=2", "seed": 2, "status": "failed"}],
+        "random_init": {"per_seed": [
+            {"seed": 0, "linear": 0.18, "knn": 0.12, "fg_bg_miou": 0.7, "class_miou": 0.11},
+            {"seed": 1, "linear": 0.10, "knn": 0.13, "fg_bg_miou": 0.6, "class_miou": 0.12},
+            {"seed": 2, "linear": 0.10, "knn": 0.13, "fg_bg_miou": 0.6, "class_miou": 0.12}]}}
+    m = seed_margins(report)
+    assert [r["seed"] for r in m] == [0, 1]  # the failed run has no margin
+    assert m[0]["linear"] == pytest.approx(0.02) and m[1]["linear"] == pytest.approx(0.05)  # own seed's floor
+    assert m[0]["knn"] == pytest.approx(-0.02) and m[0]["decoder_vs_blind"] == pytest.approx(-0.05)
+    last = seed_margins_markdown(report).splitlines()[-1]
+    # linear: mean 0.035, sd 0.0212 -> +1.6 sd, both seeds above; decoder: one seed below the blind rule
+    assert last.startswith("| `x=1`: mean ÷ sd") and "+1.6 sd, 2 of 2" in last and last.endswith("+0.0 sd, 1 of 2 |")
