@@ -54,6 +54,8 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "demo_ema": ("README.md", "bench/demo_ema.json", _report("sweep_markdown")),
     "demo_ema_seeds": ("README.md", "bench/demo_ema_seeds.json", _report("sweep_markdown")),
     "demo_ema_margins": ("README.md", "bench/demo_ema_seeds.json", _report("seed_margins_markdown")),
+    "demo_patch_embed": ("README.md", "bench/demo_patch_embed.json", _report("sweep_markdown")),
+    "demo_crop": ("README.md", "bench/demo_crop.json", _report("sweep_markdown")),
     "evidence": ("README.md", "bench/evidence.json", _report("evidence_markdown")),
     "claim_steps": ("README.md", "bench/claim.json", _claim("steps")),
     "claim_flops": ("README.md", "bench/claim.json", _claim("flops")),

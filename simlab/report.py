@@ -134,8 +134,9 @@ def sweep_markdown(report: dict) -> str:
     the random-init floor as the last row where the sweep has one."""
     grid = list(report["spec"]["grid"])
     cols = [c for c in SWEEP_COLUMNS if any(c[0] in s for s in report["summary"])]
-    lines = ["| " + " | ".join([*grid, "seeds", *(c[1] for c in cols)]) + " |",
-             "|" + " --- |" * (len(grid) + 1 + len(cols))]
+    head = grid or ["overrides"]  # a sweep of one point (no grid) is named by its fixed overrides
+    lines = ["| " + " | ".join([*head, "seeds", *(c[1] for c in cols)]) + " |",
+             "|" + " --- |" * (len(head) + 1 + len(cols))]
     def cells(entry: dict) -> list[str]:  # mean ± std over seeds, "–" where the entry lacks the metric
         out = []
         for key, _, pct in cols:
@@ -143,11 +144,13 @@ def sweep_markdown(report: dict) -> str:
             out.append("–" if m is None else f"{100 * m:.1f} % ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}")
         return out
 
+    fixed = ", ".join(f"`{o}`" for o in report["spec"].get("overrides", [])) or "–"
     for s in report["summary"]:
-        lines.append("| " + " | ".join([*(f"`{s[k]}`" for k in grid), str(s["seeds"]), *cells(s)]) + " |")
+        names = [f"`{s[k]}`" for k in grid] if grid else [fixed]
+        lines.append("| " + " | ".join([*names, str(s["seeds"]), *cells(s)]) + " |")
     ri = report.get("random_init")
     if ri:  # the floor, on the same probe sizes: no decoder, so no decoder loss
-        lines.append("| " + " | ".join(["random init", *("–" for _ in grid[1:]), str(len(ri["seeds"])), *cells(ri)])
+        lines.append("| " + " | ".join(["random init", *("–" for _ in head[1:]), str(len(ri["seeds"])), *cells(ri)])
                      + " |")
     return "\n".join(lines)
 

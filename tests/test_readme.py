@@ -147,6 +147,26 @@ def test_ema_search_prose_quotes_the_committed_sweeps():
     assert preset("demo").train.ema_start == 0.99
 
 
+def test_single_lever_prose_quotes_the_committed_sweeps():
+    from simlab.report import sweep_markdown
+    readme = (ROOT / "README.md").read_text()
+    prose = " ".join(readme.split())
+    base = json.loads((ROOT / "bench" / "demo_seeds.json").read_text())["rows"][0]
+    assert base["seed"] == 0
+    assert (f"(linear {100 * base['linear']:.1f} %, k-NN {100 * base['knn']:.1f} %, fg/bg mIoU "
+            f"{base['fg_bg_miou']:.3f}, decoder {base['decoder_loss']:.3f} against the content-blind "
+            f"{base['blind_loss']:.3f}") in prose
+    for name in ("demo_patch_embed", "demo_crop"):
+        res = json.loads((ROOT / "bench" / f"{name}.json").read_text())
+        assert sweep_markdown(res) in readme and res["spec"]["seeds"] == [0] and res["done"] == 1
+        row = res["rows"][0]
+        # "move the global probes by under one point ... fg/bg and class mIoU by under 0.002; neither
+        # decoder beats the content-blind rule"
+        assert all(abs(row[k] - base[k]) < 0.01 for k in ("linear", "knn")), name
+        assert all(abs(row[k] - base[k]) < 0.002 for k in ("fg_bg_miou", "class_miou")), name
+        assert row["decoder_loss"] >= row["blind_loss"], name
+
+
 def test_speedrun_table_is_generated_from_the_committed_benchmark():
     from simlab.report import speedrun_markdown
     res = json.loads((ROOT / "bench" / "speedrun.json").read_text())
