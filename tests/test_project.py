@@ -100,6 +100,18 @@ def test_scaling_benchmark_measures_each_sweep():
                    for r in rows)
 
 
+def test_levers_benchmark_times_each_lever_beside_the_plain_op_it_would_replace():
+    from simlab.bench.levers import bench_levers
+    res = bench_levers(quick=True)
+    assert res["preset"] == "tiny" and "compile" not in res  # compile is measured only at full size
+    # tiny: 16 px, 4x4 grid, 10 of 16 masked (0.602) -> 6 visible + cls at width 48, 2 heads, MLP 192
+    assert res["attention"]["shape"] == [16, 2, 7, 24] and res["gelu_tanh"]["shape"] == [16 * 7, 192]
+    assert res["attention"]["max_abs_diff"] < 1e-5  # the explicit softmax form is the same function
+    assert 1e-5 < res["gelu_tanh"]["max_abs_diff"] < 1e-2  # an approximation: close, not equal
+    assert all(res[k]["plain_s"] > 0 and res[k]["lever_s"] > 0 for k in ("attention", "gelu_tanh"))
+    assert all(res["adamw"][f"{k}_s"] > 0 for k in ("fused", "foreach", "per_tensor"))
+
+
 def test_train_benchmark_counts_the_flop_of_every_objective():
     from simlab.bench import bench_train, flop_per_image
     from simlab.config import apply_overrides

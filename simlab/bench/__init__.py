@@ -123,13 +123,18 @@ def bench_speedrun(quick: bool = False, out: str = "runs/speedrun", steps=None, 
     return {"hardware": hardware(), **report}
 
 
+def bench_levers(quick: bool = False) -> dict:
+    from .levers import bench_levers as run
+    return run(quick=quick)
+
+
 def bench_tour(quick: bool = False) -> dict:
     from .notebook_times import bench_tour as run
     return run(quick=quick)
 
 
 BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "tour": bench_tour, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
-              "ablations": bench_ablations,
+              "ablations": bench_ablations, "levers": bench_levers,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
 
