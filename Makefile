@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) -m simlab.bench views --save
 	$(PY) -m simlab.bench dataset --save
 	$(PY) -m simlab.bench train --save
+	$(PY) -m simlab.bench levers --save
 	$(PY) -m simlab.bench probes --save
 	$(PY) -m simlab.bench scaling --save
 

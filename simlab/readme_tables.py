@@ -54,6 +54,8 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "demo_ema": ("README.md", "bench/demo_ema.json", _report("sweep_markdown")),
     "demo_ema_seeds": ("README.md", "bench/demo_ema_seeds.json", _report("sweep_markdown")),
     "demo_ema_margins": ("README.md", "bench/demo_ema_seeds.json", _report("seed_margins_markdown")),
+    "demo_ema700": ("README.md", "bench/demo_ema700.json", _report("sweep_markdown")),
+    "demo_ema700_margins": ("README.md", "bench/demo_ema700.json", _report("seed_margins_markdown")),
     "demo_patch_embed": ("README.md", "bench/demo_patch_embed.json", _report("sweep_markdown")),
     "demo_crop": ("README.md", "bench/demo_crop.json", _report("sweep_markdown")),
     "evidence": ("README.md", "bench/evidence.json", _report("evidence_markdown")),
@@ -73,6 +75,7 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "probes": ("bench/README.md", "bench/probes.json", _report("probes_markdown")),
     "scaling": ("bench/README.md", "bench/scaling.json", _report("scaling_markdown")),
     "speedrun": ("bench/README.md", "bench/speedrun.json", _report("speedrun_markdown")),
+    "levers": ("bench/README.md", "bench/levers.json", _report("levers_markdown")),
 }
 
 _BLOCK = re.compile(r"<!-- generated: (?P<name>[\w-]+) \(from (?P<file>[^)]+)\) -->\n(?P<body>.*?)" + re.escape(END),

@@ -298,6 +298,35 @@ def _flop(total: float) -> str:
     return f"{total / 10 ** exp:.1f}·10" + str(exp).translate(superscript)
 
 
+def levers_markdown(res: dict) -> str:
+    """``bench/levers.json`` as a table: each lever's time beside the plain path's, measured in one run."""
+    def ms(v: float) -> str:
+        return f"{1e3 * v:.2f} ms" if v < 1 else f"{v:.1f} s"
+    step = res["step"]
+    lines = ["| lever | plain | with the lever | plain ÷ lever | outputs |", "| --- | --- | --- | --- | --- |",
+             f"| (the `{res['preset']}` step, batch {res['batch_size']}) | {ms(step['step_s'])} "
+             f"({step['images_per_s']:.0f} images/s, {100 * step['utilisation']:.0f} % of the matmul peak) | | | |"]
+    c = res.get("compile")
+    if c:
+        lines.append(f"| `torch.compile` (Inductor), steady step | {ms(step['step_s'])} | {ms(c['step_s'])} "
+                     f"| {c['speedup']:.2f}× | not compared |")
+        lines.append(f"| `torch.compile`, a {c['run_steps']}-step run with its compile | {c['run_eager_s']:.0f} s "
+                     f"| {c['run_compiled_s']:.0f} s (first step {c['first_step_s']:.0f} s) "
+                     f"| {c['run_eager_s'] / c['run_compiled_s']:.2f}× | |")
+    g, a = res["gelu_tanh"], res["attention"]
+    lines.append(f"| tanh GELU, forward + backward on {g['shape'][0]} × {g['shape'][1]} | {ms(g['plain_s'])} "
+                 f"| {ms(g['lever_s'])} | {g['speedup']:.2f}× | max difference {g['max_abs_diff']:.1e} |")
+    lines.append(f"| attention as `softmax(q kᵀ) v` instead of SDPA, forward + backward on "
+                 f"{' × '.join(map(str, a['shape']))} | {ms(a['lever_s'])} (SDPA) | {ms(a['plain_s'])} "
+                 f"| {a['lever_s'] / a['plain_s']:.2f}× | max difference {a['max_abs_diff']:.1e} |")
+    o = res["adamw"]
+    lines.append(f"| AdamW `foreach` instead of fused, {o['tensors']} tensors | {ms(o['fused_s'])} (fused) "
+                 f"| {ms(o['foreach_s'])} | {o['fused_s'] / o['foreach_s']:.2f}× | not compared |")
+    lines.append(f"| AdamW per tensor instead of fused | {ms(o['fused_s'])} (fused) | {ms(o['per_tensor_s'])} "
+                 f"| {o['fused_s'] / o['per_tensor_s']:.2f}× | not compared |")
+    return "\n".join(lines)
+
+
 def presets_markdown(res: dict) -> str:
     """The README's presets table from ``bench/train.json``: each preset's measured step beside what a
     whole run costs at that rate (its images ÷ the measured images/s, at the measured batch), or its

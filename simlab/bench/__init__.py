@@ -14,6 +14,8 @@ hardware and thread count it was measured with.
   peak for presets (FlopCounterMode counts matmuls, convolutions and attention
   through scaled_dot_product_attention; it misses elementwise ops, norms and
   the optimizer, so utilisation is of *useful* matmul FLOPs).
+- ``levers``: each candidate speed-up of the ``demo`` step (``torch.compile``, tanh GELU, explicit
+  attention, AdamW's paths) timed beside the path simlab uses (``simlab.bench.levers``).
 """
 
 from __future__ import annotations
