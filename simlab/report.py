@@ -155,8 +155,9 @@ def sweep_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-MARGIN_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
-                 ("class_miou", "class mIoU", False))
+# the four probes every demo-budget table reads, as (key, label, shown as a percentage)
+FOUR_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
+               ("class_miou", "class mIoU", False))
 
 
 def seed_margins(report: dict) -> list[dict]:
@@ -171,7 +172,7 @@ def seed_margins(report: dict) -> list[dict]:
         if row.get("status") != "complete" or floor is None:
             continue
         entry = {"point": row["point"], "seed": row["seed"]}
-        entry.update({k: row[k] - floor[k] for k, _, _ in MARGIN_PROBES if k in row and k in floor})
+        entry.update({k: row[k] - floor[k] for k, _, _ in FOUR_PROBES if k in row and k in floor})
         if "decoder_loss" in row and "blind_loss" in row:
             entry["decoder_vs_blind"] = row["decoder_loss"] - row["blind_loss"]
         out.append(entry)
@@ -182,10 +183,10 @@ def seed_margins_markdown(report: dict) -> str:
     """:func:`seed_margins` as a table, one row per run, then per grid point the mean margin in units of
     its standard deviation over seeds and the seeds on the right side of the floor."""
     margins = seed_margins(report)
-    head = ["run", *(f"{label} − random init" for _, label, _ in MARGIN_PROBES), "decoder − content-blind loss"]
+    head = ["run", *(f"{label} − random init" for _, label, _ in FOUR_PROBES), "decoder − content-blind loss"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    keys = [k for k, _, _ in MARGIN_PROBES] + ["decoder_vs_blind"]
-    pct = {k: p for k, _, p in MARGIN_PROBES}
+    keys = [k for k, _, _ in FOUR_PROBES] + ["decoder_vs_blind"]
+    pct = {k: p for k, _, p in FOUR_PROBES}
 
     def fmt(k, v):
         return "–" if v is None else f"{100 * v:+.1f} pts" if pct.get(k) else f"{v:+.3f}"
@@ -208,10 +209,6 @@ def seed_margins_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-SPEEDRUN_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
-                   ("class_miou", "class mIoU", False))
-
-
 def speedrun_markdown(report: dict) -> str:
     """``bench/speedrun.json`` as the README's table: per objective and probe, the training seconds at
     which the probe first reached its threshold ("not in N s" where it never did) and the value at the
@@ -220,12 +217,12 @@ def speedrun_markdown(report: dict) -> str:
         return _pct(v) if pct else _num(v)
 
     head = ["objective", "images/s"] + [f"{label} (≥ {value(report['thresholds'][k], pct)})"
-                                        for k, label, pct in SPEEDRUN_PROBES]
+                                        for k, label, pct in FOUR_PROBES]
     if "sim" in report["objectives"]:
         head.append("decoder loss < content-blind")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     ri = report["random_init"]
-    lines.append("| random init | – | " + " | ".join(value(ri.get(k), pct) for k, _, pct in SPEEDRUN_PROBES)
+    lines.append("| random init | – | " + " | ".join(value(ri.get(k), pct) for k, _, pct in FOUR_PROBES)
                  + (" | – |" if "sim" in report["objectives"] else " |"))
     for objective, res in report["objectives"].items():
         last = res["curve"][-1]
@@ -236,7 +233,7 @@ def speedrun_markdown(report: dict) -> str:
             when = f"**{t:.0f} s**" if t is not None else f"not in {last['train_seconds']:.0f} s"
             return f"{when} ({shown})"
 
-        cells = [cell(k, value(last.get(k), pct)) for k, _, pct in SPEEDRUN_PROBES]
+        cells = [cell(k, value(last.get(k), pct)) for k, _, pct in FOUR_PROBES]
         if "sim" in report["objectives"]:
             cells.append(cell("decoder_beats_content_blind",
                               f"{_num(last.get('decoder_loss'))} vs {_num(last.get('blind_loss'))}")
@@ -317,8 +314,8 @@ def levers_markdown(res: dict) -> str:
     lines.append(f"| tanh GELU, forward + backward on {g['shape'][0]} × {g['shape'][1]} | {ms(g['plain_s'])} "
                  f"| {ms(g['lever_s'])} | {g['speedup']:.2f}× | max difference {g['max_abs_diff']:.1e} |")
     lines.append(f"| attention as `softmax(q kᵀ) v` instead of SDPA, forward + backward on "
-                 f"{' × '.join(map(str, a['shape']))} | {ms(a['lever_s'])} (SDPA) | {ms(a['plain_s'])} "
-                 f"| {a['lever_s'] / a['plain_s']:.2f}× | max difference {a['max_abs_diff']:.1e} |")
+                 f"{' × '.join(map(str, a['shape']))} | {ms(a['plain_s'])} (SDPA) | {ms(a['lever_s'])} "
+                 f"| {a['speedup']:.2f}× | max difference {a['max_abs_diff']:.1e} |")
     o = res["adamw"]
     lines.append(f"| AdamW `foreach` instead of fused, {o['tensors']} tensors | {ms(o['fused_s'])} (fused) "
                  f"| {ms(o['foreach_s'])} | {o['fused_s'] / o['foreach_s']:.2f}× | not compared |")
