@@ -202,8 +202,8 @@ def seed_margins_markdown(report: dict) -> str:
                 cells.append("–")
                 continue
             good = sum(v < 0 if k == "decoder_vs_blind" else v > 0 for v in vals)
-            sd = statistics.stdev(vals)
-            z = f"{statistics.mean(vals) / sd:+.1f} sd" if sd > 0 else "–"
+            sd = statistics.stdev(vals)  # equal margins leave float dust, not a spread: no ratio then
+            z = f"{statistics.mean(vals) / sd:+.1f} sd" if sd > 1e-9 else "–"
             cells.append(f"{z}, {good} of {len(vals)}")
         lines.append(f"| `{point}`: mean ÷ sd, seeds on the right side | " + " | ".join(cells) + " |")
     return "\n".join(lines)
