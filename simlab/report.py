@@ -166,12 +166,16 @@ def seed_margins(report: dict) -> list[dict]:
     the decoder predicts better than position alone). Seeds are paired because a random-init
     encoder's own probes move with its seed by about as much as training moves them."""
     floors = {f["seed"]: f for f in (report.get("random_init") or {}).get("per_seed", [])}
+    grid = list(report["spec"]["grid"])
+    fixed = ",".join(report["spec"].get("overrides", [])) or "preset"
     out = []
     for row in report["rows"]:
         floor = floors.get(row["seed"])
         if row.get("status") != "complete" or floor is None:
             continue
-        entry = {"point": row["point"], "seed": row["seed"]}
+        # the grid point the seed belongs to, named as the sweep names its folders (without the seed)
+        group = ",".join(f"{k}={row[k]}" for k in grid) if grid else fixed
+        entry = {"point": row["point"], "group": group, "seed": row["seed"]}
         entry.update({k: row[k] - floor[k] for k, _, _ in FOUR_PROBES if k in row and k in floor})
         if "decoder_loss" in row and "blind_loss" in row:
             entry["decoder_vs_blind"] = row["decoder_loss"] - row["blind_loss"]
@@ -192,9 +196,8 @@ def seed_margins_markdown(report: dict) -> str:
         return "–" if v is None else f"{100 * v:+.1f} pts" if pct.get(k) else f"{v:+.3f}"
     for m in margins:
         lines.append(f"| `{m['point']}` | " + " | ".join(fmt(k, m.get(k)) for k in keys) + " |")
-    points = list(dict.fromkeys(m["point"].rsplit(",seed=", 1)[0] for m in margins))
-    for point in points:
-        rows = [m for m in margins if m["point"].rsplit(",seed=", 1)[0] == point]
+    for point in dict.fromkeys(m["group"] for m in margins):
+        rows = [m for m in margins if m["group"] == point]
         cells = []
         for k in keys:
             vals = [m[k] for m in rows if k in m]

@@ -178,12 +178,12 @@ def test_a_probed_sweep_probes_its_random_init_floor_on_the_same_sizes(tmp_path)
 
 def test_seed_margins_pair_each_run_with_its_own_seeds_random_init():
     from simlab.report import seed_margins, seed_margins_markdown
-    report = {"rows": [
-        {"point": "x=1,seed=0", "seed": 0, "status": "complete", "linear": 0.20, "knn": 0.10, "fg_bg_miou": 0.8,
+    report = {"spec": {"grid": {"x": ["1"]}}, "rows": [
+        {"point": "x=1,seed=0", "x": "1", "seed": 0, "status": "complete", "linear": 0.20, "knn": 0.10, "fg_bg_miou": 0.8,
          "class_miou": 0.13, "decoder_loss": 0.85, "blind_loss": 0.90},
-        {"point": "x=1,seed=1", "seed": 1, "status": "complete", "linear": 0.15, "knn": 0.14, "fg_bg_miou": 0.7,
+        {"point": "x=1,seed=1", "x": "1", "seed": 1, "status": "complete", "linear": 0.15, "knn": 0.14, "fg_bg_miou": 0.7,
          "class_miou": 0.12, "decoder_loss": 0.93, "blind_loss": 0.90},
-        {"point": "x=1,seed=2", "seed": 2, "status": "failed"}],
+        {"point": "x=1,seed=2", "x": "1", "seed": 2, "status": "failed"}],
         "random_init": {"per_seed": [
             {"seed": 0, "linear": 0.18, "knn": 0.12, "fg_bg_miou": 0.7, "class_miou": 0.11},
             {"seed": 1, "linear": 0.10, "knn": 0.13, "fg_bg_miou": 0.6, "class_miou": 0.12},

@@ -18,25 +18,25 @@ noise (about 10 % on this CPU) and, for a rewritten op, its outputs match the pl
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from .measure import hardware, matmul_peak, timed, train_step_stats
 
 
-def _fwd_bwd(fn, x: torch.Tensor):
+def _fwd_bwd(fn, *inputs: torch.Tensor, repeats: int) -> float:
+    """Median seconds of ``fn(*inputs)``'s forward and backward."""
     def run():
-        x.grad = None
-        fn(x).sum().backward()
-    return run
+        for t in inputs:
+            t.grad = None
+        fn(*inputs).sum().backward()
+    return timed(run, repeats=repeats)
 
 
 def _gelu(batch: int, tokens: int, hidden: int, repeats: int) -> dict:
     x = torch.randn(batch * tokens, hidden, requires_grad=True)
-    exact = timed(_fwd_bwd(lambda t: F.gelu(t), x), repeats=repeats)
-    tanh = timed(_fwd_bwd(lambda t: F.gelu(t, approximate="tanh"), x), repeats=repeats)
+    exact = _fwd_bwd(F.gelu, x, repeats=repeats)
+    tanh = _fwd_bwd(lambda t: F.gelu(t, approximate="tanh"), x, repeats=repeats)
     with torch.no_grad():
         diff = float((F.gelu(x) - F.gelu(x, approximate="tanh")).abs().max())
     return {"shape": [batch * tokens, hidden], "plain_s": exact, "lever_s": tanh, "speedup": exact / tanh,
@@ -46,19 +46,13 @@ def _gelu(batch: int, tokens: int, hidden: int, repeats: int) -> dict:
 def _attention(batch: int, heads: int, tokens: int, head_dim: int, repeats: int) -> dict:
     q, k, v = (torch.randn(batch, heads, tokens, head_dim, requires_grad=True) for _ in range(3))
 
-    def explicit():
+    def explicit(q, k, v):
         return torch.softmax(q @ k.transpose(-2, -1) * head_dim ** -0.5, dim=-1) @ v
 
-    def run(fn):
-        def step():
-            for t in (q, k, v):
-                t.grad = None
-            fn().sum().backward()
-        return step
-    sdpa = timed(run(lambda: F.scaled_dot_product_attention(q, k, v)), repeats=repeats)
-    written_out = timed(run(explicit), repeats=repeats)
+    sdpa = _fwd_bwd(F.scaled_dot_product_attention, q, k, v, repeats=repeats)
+    written_out = _fwd_bwd(explicit, q, k, v, repeats=repeats)
     with torch.no_grad():
-        diff = float((F.scaled_dot_product_attention(q, k, v) - explicit()).abs().max())
+        diff = float((F.scaled_dot_product_attention(q, k, v) - explicit(q, k, v)).abs().max())
     # plain = the path simlab uses (timm's Block calls scaled_dot_product_attention), as for every lever
     return {"shape": [batch, heads, tokens, head_dim], "plain_s": sdpa, "lever_s": written_out,
             "speedup": sdpa / written_out, "max_abs_diff": diff}
@@ -76,25 +70,8 @@ def _adamw(model: torch.nn.Module, repeats: int) -> dict:
 
 
 def _compile(cfg, batch_size: int, eager_step_s: float, steps: int) -> dict:
-    from ..devices import adamw
-    from ..flops import synthetic_batch
-    from ..train import build_model, param_groups
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    compiled = torch.compile(model)
-    opt = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
-    batch = synthetic_batch(cfg, batch_size)
-
-    def step():
-        loss, _ = compiled(batch, momentum=0.996)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    step()  # compiles forward and backward
-    first = time.perf_counter() - start
-    steady = timed(step, repeats=3, warmup=2)
+    c = train_step_stats(cfg, batch_size, repeats=3, flops=False, compile=True)
+    first, steady = c["first_step_s"], c["step_s"]  # the first step compiles forward and backward
     run_eager, run_compiled = steps * eager_step_s, first + (steps - 1) * steady
     return {"first_step_s": first, "step_s": steady, "speedup": eager_step_s / steady, "run_steps": steps,
             "run_eager_s": run_eager, "run_compiled_s": run_compiled, "pays": run_compiled < run_eager}

@@ -56,15 +56,18 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, device="cpu") -> float:
 
 
 def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops: bool = True, warmup: int = 2,
-                     peak_n: int = 2048) -> dict:
+                     peak_n: int = 2048, compile: bool = False) -> dict:
     """images/s of full training steps (forward, EMA, backward, clip, AdamW) on one fixed batch and,
     with ``flops``, FLOP per image of forward + backward (FlopCounterMode) and utilisation against
-    the ``peak_n``-cubed matmul peak measured in the same process, dtype and thread count."""
+    the ``peak_n``-cubed matmul peak measured in the same process, dtype and thread count.
+    ``compile``: the model under ``torch.compile``. ``first_step_s`` is the first warm-up step alone
+    (where a compiled model compiles)."""
     from ..devices import adamw, autocast_dtype
     from ..train import build_model, param_groups
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_model(cfg).to(dev).train()
+    net = torch.compile(model) if compile else model
     opt = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
     amp = autocast_dtype(cfg.train.precision, dev)
     batch = synthetic_batch(cfg, batch_size, device=dev)
@@ -72,16 +75,17 @@ def train_step_stats(cfg, batch_size: int, device="cpu", repeats: int = 3, flops
 
     def step():
         with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = model(batch, momentum=0.996)
+            loss, _ = net(batch, momentum=0.996)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
 
-    t = timed(step, repeats=repeats, warmup=warmup)
+    first = timed(step, repeats=1, warmup=0)
+    t = timed(step, repeats=repeats, warmup=max(warmup - 1, 0))
     ips = batch_size / t
-    out = {"batch_size": batch_size, "step_s": t, "images_per_s": ips,
+    out = {"batch_size": batch_size, "step_s": t, "first_step_s": first, "images_per_s": ips,
            "precision": str(amp or torch.float32).replace("torch.", "")}
     if flops:
         per_image = count_flops(model, batch, amp) / batch_size
