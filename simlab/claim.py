@@ -212,7 +212,7 @@ def probe_steps(cfg, fractions: Sequence[float]) -> list[int]:
 
 
 def run_claim(out: Path, arms: Sequence[str] = ARM_ORDER, seeds: Sequence[int] = (0, 1, 2),
-              preset_name: str = "demo", steps: int = 500, train_size: int = 5_000, test_size: int = 1_000,
+              preset_name: str = "demo-500", steps: int = 500, train_size: int = 5_000, test_size: int = 1_000,
               fractions: Sequence[float] = (0.2, 0.5, 1.0), overrides: Sequence[str] = (), draws: int = 1000,
               name: str = "claim", log=print) -> dict:
     """Pretrain every (seed, arm), probe it along training, probe random-init encoders (each curve's

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"simlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from .presets import preset
     p = sub.add_parser("demo", help="the main job on the embedded dataset: view figures, then the notebooks "
                                     "01 -> 04 (a short SiM pretraining, its dense features, probes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "view-pair figure when Debian's dataset-fashion-mnist is not installed (the demo "
                         "itself runs on the embedded shapes dataset)")
     p.add_argument("--steps", type=int, default=None,
-                   help="pretraining steps (default: the demo preset's 250; 0 skips training and "
-                        "looks at the shipped checkpoint)")
+                   help=f"pretraining steps (default: the demo preset's {preset('demo').train.steps}; 0 skips "
+                        "training and looks at the shipped checkpoint)")
     p.add_argument("--figures-only", action="store_true", help="draw the static view figures, run no notebook")
     p.set_defaults(func=commands.demo_command)
 

@@ -48,7 +48,7 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
         notebooks: bool = True, params: dict[str, dict] | None = None) -> list[Path]:
     """The main job: static view figures, then the notebooks 01 -> 02 -> 03 -> 04 executed into ``out``.
 
-    02 pretrains the ``demo`` preset into ``out/train`` (``pretrain_steps`` overrides its 500 steps;
+    02 pretrains the ``demo`` preset into ``out/train`` (``pretrain_steps`` overrides its length;
     0 skips it, and 03/04 then use the shipped checkpoint; ``notebooks=False`` draws the static figures only); 03 looks at that run's dense features and
     04 probes it next to the shipped ``demo-long`` checkpoint and a random-init encoder. ``params``
     adds or changes parameters per notebook (e.g. ``{"03_dense_features": {"pairs": 32}}``).

@@ -261,6 +261,8 @@ PRESET_PURPOSE = {
     "tiny": ("tests: 16 px, width 48, one block everywhere", "16 px, 4×4 grid, width 48, one block"),
     "demo": ("the README's quick run: `shapes` 32 px, 4 px patches (8×8 grid), width 128, depth 4",
              "32 px, 8×8 grid, width 128, depth 4"),
+    "demo-500": ("`demo` before it moved to 700 steps (500, EMA from 0.99): the claim, ablations, speedrun and "
+                 "budget sweeps ran it", "`demo`'s model"),
     "demo-long": ("the shipped checkpoint (`data/checkpoints/`): `demo` at batch 128 for 2,400 steps on 50k images",
                   "`demo`'s model"),
     "official-a": ("the benchmark configuration measured beside the official code (`bench/README.md`): 32 px, "
@@ -274,9 +276,10 @@ TRAIN_IMAGES = {"imagefolder": 1_281_167, "cifar10": 50_000, "fashion-mnist": 60
 
 
 def _measured(res: dict, name: str) -> dict | None:
-    """A preset's row of ``bench/train.json``; ``demo-long`` runs ``demo``'s model at the batch measured."""
+    """A preset's row of ``bench/train.json``; ``demo-500`` and ``demo-long`` run ``demo``'s model at the batch
+    measured."""
     presets = res["presets"]
-    return presets.get(name) or (presets.get("demo") if name == "demo-long" else None)
+    return presets.get(name) or (presets.get("demo") if name in ("demo-500", "demo-long") else None)
 
 
 def _sig(x: float) -> str:

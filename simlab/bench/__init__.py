@@ -48,7 +48,7 @@ def bench_claim(quick: bool = False, out: str = "runs/claim", seeds=None, steps=
         kwargs = dict(preset_name="tiny", steps=steps or 4, seeds=seeds or (0,), train_size=200, test_size=100,
                       fractions=(0.5, 1.0), draws=50)
     else:
-        kwargs = dict(preset_name="demo", steps=steps or 500, seeds=seeds or (0, 1, 2))
+        kwargs = dict(preset_name="demo-500", steps=steps or 500, seeds=seeds or (0, 1, 2))
     if ablations:
         kwargs["fractions"] = (1.0,)
     if fractions:
@@ -114,7 +114,7 @@ def bench_speedrun(quick: bool = False, out: str = "runs/speedrun", steps=None, 
     the time each first crosses a fixed threshold, and the figure bench/speedrun.png."""
     from .speedrun import plot_speedrun, run_speedrun
     kwargs = dict(preset_name="tiny", steps=steps or 6, every=3, probe_sizes=(200, 100), dense_pairs=32) if quick \
-        else dict(preset_name="demo", steps=steps or 0, every=100)
+        else dict(preset_name="demo-500", steps=steps or 0, every=100)
     report = run_speedrun(out, objectives=objectives or ("sim", "mae", "id"), overrides=overrides,
                           seed=(seeds or [0])[0], **kwargs)
     if not quick:

@@ -43,7 +43,7 @@ def _probe(path: Path, data: dict, grid: int, dense_pairs: int) -> dict:
     return res
 
 
-def run_speedrun(out="runs/speedrun", objectives: Sequence[str] = ("sim", "mae", "id"), preset_name: str = "demo",
+def run_speedrun(out="runs/speedrun", objectives: Sequence[str] = ("sim", "mae", "id"), preset_name: str = "demo-500",
                  steps: int = 0, every: int = 50, overrides: Sequence[str] = (), probe_sizes=(5000, 1000),
                  dense_pairs: int = 256, seed: int = 0, log=print) -> dict:
     """Train each objective, probe its checkpoints, and report times to threshold (see the module)."""
