@@ -126,7 +126,8 @@ def id_infonce_comparison(res: dict, ids: str = "fm_infonce", random_init: str =
 
 SWEEP_COLUMNS = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
                  ("class_miou", "class mIoU", False), ("decoder_loss", "decoder loss", False),
-                 ("blind_loss", "content-blind loss", False))
+                 ("blind_loss", "content-blind loss", False),
+                 ("blind_opt_loss", "loss-optimal content-blind loss", False))
 
 
 def sweep_markdown(report: dict) -> str:
@@ -163,7 +164,8 @@ FOUR_PROBES = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou",
 def seed_margins(report: dict) -> list[dict]:
     """Each finished run of a probed sweep beside the random-init encoder of its own seed: per probe the
     run's value minus that floor, and the decoder's loss minus the content-blind rule's (negative =
-    the decoder predicts better than position alone). Seeds are paired because a random-init
+    the decoder predicts better than position alone), and minus the loss-optimal content-blind rule's
+    where the sweep recorded it (the stricter floor). Seeds are paired because a random-init
     encoder's own probes move with its seed by about as much as training moves them."""
     floors = {f["seed"]: f for f in (report.get("random_init") or {}).get("per_seed", [])}
     grid = list(report["spec"]["grid"])
@@ -179,6 +181,8 @@ def seed_margins(report: dict) -> list[dict]:
         entry.update({k: row[k] - floor[k] for k, _, _ in FOUR_PROBES if k in row and k in floor})
         if "decoder_loss" in row and "blind_loss" in row:
             entry["decoder_vs_blind"] = row["decoder_loss"] - row["blind_loss"]
+        if "decoder_loss" in row and "blind_opt_loss" in row:
+            entry["decoder_vs_blind_opt"] = row["decoder_loss"] - row["blind_opt_loss"]
         out.append(entry)
     return out
 
@@ -188,8 +192,11 @@ def seed_margins_markdown(report: dict) -> str:
     its standard deviation over seeds and the seeds on the right side of the floor."""
     margins = seed_margins(report)
     head = ["run", *(f"{label} − random init" for _, label, _ in FOUR_PROBES), "decoder − content-blind loss"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     keys = [k for k, _, _ in FOUR_PROBES] + ["decoder_vs_blind"]
+    if any("decoder_vs_blind_opt" in m for m in margins):  # sweeps collected before it was recorded lack it
+        head.append("decoder − loss-optimal content-blind loss")
+        keys.append("decoder_vs_blind_opt")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     pct = {k: p for k, _, p in FOUR_PROBES}
 
     def fmt(k, v):
@@ -204,11 +211,48 @@ def seed_margins_markdown(report: dict) -> str:
             if len(vals) < 2:
                 cells.append("–")
                 continue
-            good = sum(v < 0 if k == "decoder_vs_blind" else v > 0 for v in vals)
+            good = sum(v < 0 if k.startswith("decoder_vs") else v > 0 for v in vals)
             sd = statistics.stdev(vals)  # equal margins leave float dust, not a spread: no ratio then
             z = f"{statistics.mean(vals) / sd:+.1f} sd" if sd > 1e-9 else "–"
             cells.append(f"{z}, {good} of {len(vals)}")
         lines.append(f"| `{point}`: mean ÷ sd, seeds on the right side | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    """``7 min 3 s`` (or ``42 s``): a wall time as the README states it."""
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def demo_run_markdown(res: dict) -> str:
+    """``bench/demo.json`` (``python -m simlab.bench demo``) as two tables: make demo's wall time per
+    part, then its encoder beside the random-init one on every probe and its decoder beside both
+    content-blind floors, with the margins."""
+    t = res["seconds"]
+    parts = [("figures", "static view figures"), ("01_view_geometry", "`01_view_geometry`"),
+             ("02_pretrain", f"`02_pretrain` ({res['steps']} steps of {res['batch_size']})"),
+             ("03_dense_features", "`03_dense_features`"),
+             ("04_probes", f"`04_probes` ({res['probe_sizes'][0]:,} / {res['probe_sizes'][1]:,} images, "
+                           f"{res['encoders_probed']} encoders)")]
+    lines = ["| part | wall time |", "| --- | --- |"]
+    lines += [f"| {label} | {_clock(t[k])} |" for k, label in parts if k in t]
+    lines += [f"| **total** | **{_clock(t['total'])}** |", ""]
+    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK
+    demo, ri, m = res["probes"]["demo"], res["probes"]["random init"], res["margins"]
+    head = ["encoder", *(label for _, label, _ in FOUR_PROBES), "decoder loss", "content-blind loss",
+            "loss-optimal content-blind loss", "decoder cosine", "content-blind cosine"]
+    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    dense = [_num(demo.get(k)) for k in ("decoder_loss", CONTENT_BLIND, CONTENT_BLIND_SHRUNK, "decoder_cosine",
+                                         "content_blind_cosine")]
+    lines.append(f"| demo (seed {res['seed']}) | " + " | ".join(
+        [*(_pct(demo[k]) if pct else _num(demo[k]) for k, _, pct in FOUR_PROBES), *dense]) + " |")
+    lines.append(f"| random init (seed {ri['seed']}) | " + " | ".join(
+        [*(_pct(ri[k]) if pct else _num(ri[k]) for k, _, pct in FOUR_PROBES), *("–" for _ in dense)]) + " |")
+    lines.append("| demo − floor | " + " | ".join(
+        [*(f"{100 * m[k]:+.1f} pts" if pct else f"{m[k]:+.3f}" for k, _, pct in FOUR_PROBES),
+         "", f"{m['decoder - ' + CONTENT_BLIND]:+.3f}", f"{m['decoder - ' + CONTENT_BLIND_SHRUNK]:+.3f}",
+         "", f"{demo['decoder_cosine'] - demo['content_blind_cosine']:+.3f}"]) + " |")
     return "\n".join(lines)
 
 

@@ -251,7 +251,7 @@ def probe_random_init(spec: SweepSpec, out: Path, log: Callable[[str], None] = p
 
 def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list[dict]:
     """One row per point: its grid values, seed, registry record and probe numbers."""
-    from .dense import CONTENT_BLIND
+    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK
     from .registry import PROBE_KEYS, run_record
     rows = []
     for p in points(spec):
@@ -272,6 +272,8 @@ def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list
                 scores = data["dense_evidence"]["predictions"]
                 row.update(decoder_loss=scores["decoder"]["all"]["loss"],
                            blind_loss=scores[CONTENT_BLIND]["all"]["loss"])
+                if CONTENT_BLIND_SHRUNK in scores:
+                    row["blind_opt_loss"] = scores[CONTENT_BLIND_SHRUNK]["all"]["loss"]
         rows.append(row)
     return rows
 
@@ -311,7 +313,7 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     import csv
     from .registry import PROBE_KEYS
     rows = collect(spec, out, failures)
-    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss", "blind_opt_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}
     floors = {s: json.loads(_random_init_file(out, s).read_text()) for s in spec.seeds

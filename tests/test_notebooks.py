@@ -248,10 +248,22 @@ def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
                 "dense_shapes_0.png", "attention_shapes_0.png", "correspondences_shapes_0.png", "probes.png"):
         assert fig in pngs and (out / fig).stat().st_size > 5_000, fig
     probes = json.loads((out / "probes.json").read_text())
-    assert [r["encoder"] for r in probes] == ["pretrained", "pretrained", "random-init"]
+    assert [r["encoder"] for r in probes] == ["pretrained", "random-init"]  # the demo run and its floor
     assert Path(probes[0]["checkpoint"]) == ckpt and probes[0]["train_size"] == 200
     times = json.loads((out / "demo_times.json").read_text())
     assert times["total"] >= times["02_pretrain"] > 0
+    # python -m simlab.bench demo: the README's record of make demo, read from this folder
+    from simlab.bench.demo_record import record_demo
+    rec = record_demo(out)
+    assert (rec["steps"], rec["probe_sizes"]) == (3, [200, 100]) and set(rec["probes"]) == {"demo", "random init"}
+    assert rec["probes"]["demo"]["linear"] == probes[0]["linear"]
+    assert rec["probes"]["random init"]["knn"] == probes[1]["knn"]
+    assert rec["margins"]["linear"] == pytest.approx(probes[0]["linear"] - probes[1]["linear"], abs=1e-6)
+    assert rec["encoders_probed"] == 2
+    blind = probes[0]["dense_evidence"]["predictions"]["position mean (content-blind)"]["all"]["loss"]
+    assert rec["margins"]["decoder - position mean (content-blind)"] == pytest.approx(
+        rec["probes"]["demo"]["decoder_loss"] - blind, abs=1e-6)
+    assert rec["seconds"]["total"] == round(times["total"], 1)
 
 
 @pytest.mark.slow  # a minute: the claim harness has its own test; the demo-chain test runs 04 itself

@@ -189,3 +189,26 @@ def test_plot_view_pair_alone_titles_the_figure_with_the_tuple():
     assert [t.get_text() for t in fig.axes[0].texts] == ["view 1: 100% of the image",
                                                          "view 2 (flipped): 25% of the image"]
     viz._pyplot().close(fig)
+
+
+@pytest.mark.parametrize("headless", [False, True])
+def test_live_curves_redraw_while_watched_and_only_at_close_when_headless(monkeypatch, headless):
+    """Headless (simlab notebook, papermill) nobody sees the intermediate figures and only the last one
+    is saved, so the redraws between records are skipped; the figure from close() has every record."""
+    import IPython.display
+
+    from simlab.live_curves import LiveCurves
+
+    class Handle:  # what display(..., display_id=True) returns inside a kernel (None outside one)
+        def update(self, *args, **kwargs):
+            pass
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: Handle())
+    monkeypatch.setenv("SIMLAB_HEADLESS", "1") if headless else monkeypatch.delenv("SIMLAB_HEADLESS", raising=False)
+    curves = LiveCurves(every_s=0.0, total=3)
+    drawn = []
+    real_draw = curves.draw
+    monkeypatch.setattr(curves, "draw", lambda: drawn.append(len(curves.records)) or real_draw())
+    for step in (1, 2, 3):
+        curves({"step": step, "loss": 1.0 / step, "pos": 0.5, "neg": 1.0, "images_per_s": 100.0})
+    curves.close()
+    assert drawn == ([3] if headless else [1, 2, 3, 3])

@@ -14,6 +14,8 @@ hardware and thread count it was measured with.
   peak for presets (FlopCounterMode counts matmuls, convolutions and attention
   through scaled_dot_product_attention; it misses elementwise ops, norms and
   the optimizer, so utilisation is of *useful* matmul FLOPs).
+- ``demo``: ``make demo``'s wall time per part and its encoder's probes beside the random-init one,
+  from the finished ``runs/demo`` (``simlab.bench.demo_record``).
 - ``levers``: each candidate speed-up of the ``demo`` step (``torch.compile``, tanh GELU, explicit
   attention, AdamW's paths) timed beside the path simlab uses (``simlab.bench.levers``).
 """
@@ -125,6 +127,13 @@ def bench_speedrun(quick: bool = False, out: str = "runs/speedrun", steps=None, 
     return {"hardware": hardware(), **report}
 
 
+def bench_demo(quick: bool = False, out: str = "runs/demo") -> dict:
+    """make demo's wall time per part and its probes beside random init (simlab.bench.demo_record), read
+    from the finished demo folder ``out`` (run to the end first where it is not finished)."""
+    from .demo_record import record_demo
+    return {"hardware": hardware(), **record_demo(out)}
+
+
 def bench_levers(quick: bool = False) -> dict:
     from .levers import bench_levers as run
     return run(quick=quick)
@@ -135,7 +144,7 @@ def bench_tour(quick: bool = False) -> dict:
     return run(quick=quick)
 
 
-BENCHMARKS = {"evidence": bench_evidence, "speedrun": bench_speedrun, "tour": bench_tour, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
+BENCHMARKS = {"demo": bench_demo, "evidence": bench_evidence, "speedrun": bench_speedrun, "tour": bench_tour, "views": bench_views, "dataset": bench_dataset, "train": bench_train, "claim": bench_claim,
               "ablations": bench_ablations, "levers": bench_levers,
               "probes": bench_probes, "scaling": bench_scaling, "gpu": bench_gpu}
 
@@ -170,7 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="train, scaling: cpu or cuda (default: cuda when available)")
     parser.add_argument("--checkpoint", help="evidence: checkpoint or run folder (default: the shipped one)")
     parser.add_argument("--out", default="runs/claim", help="claim, speedrun: folder of its runs (rerun to resume; "
-                        "speedrun's default: runs/speedrun)")
+                        "speedrun's default: runs/speedrun); demo: the demo's folder (default: runs/demo)")
     parser.add_argument("--seeds", type=int, nargs="+", help="claim: pretraining seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, help="claim: the equal-steps budget (default: 500; the FLOPs rows scale it)")
     parser.add_argument("--objective", action="append", help="speedrun: objective(s) (default: sim mae id)")
@@ -195,6 +204,8 @@ def main(argv=None) -> int:
     if args.name == "speedrun":
         kwargs = {"out": args.out if args.out != "runs/claim" else "runs/speedrun", "steps": args.steps,
                   "objectives": args.objective, "overrides": args.set, "seeds": args.seeds}
+    if args.name == "demo":
+        kwargs = {"out": args.out if args.out != "runs/claim" else "runs/demo"}
     if args.name in ("claim", "ablations"):
         kwargs = {"out": args.out, "seeds": args.seeds, "steps": args.steps, "arms": args.arm,
                   "overrides": args.set, "datasets": args.datasets, "save": args.save, "fractions": args.fractions}
