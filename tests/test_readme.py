@@ -423,3 +423,28 @@ def test_the_500_step_recipe_keeps_its_name_for_the_files_made_from_it():
     from simlab.claim import run_claim
     assert inspect.signature(run_claim).parameters["preset_name"].default == "demo-500"
     assert inspect.signature(run_speedrun).parameters["preset_name"].default == "demo-500"
+
+
+def test_make_demo_record_is_quoted_and_meets_the_demos_goal():
+    """bench/demo.json (python -m simlab.bench demo --save, from a fresh clone's make demo) is the README's
+    table; it is the demo preset's run, within the 10-minute budget as recorded, above random init on all
+    four probes, and its probes equal seed 0 of the committed 700-step sweep (same recipe, same sizes)."""
+    from simlab.bench.demo_record import PROBES
+    from simlab.presets import preset
+    from simlab.report import demo_run_markdown
+    readme = (ROOT / "README.md").read_text()
+    prose = " ".join(readme.split())
+    res = json.loads((ROOT / "bench" / "demo.json").read_text())
+    assert demo_run_markdown(res) in readme
+    train = preset("demo").train
+    assert (res["steps"], res["batch_size"], res["ema_start"], res["seed"]) == (train.steps, train.batch_size,
+                                                                               train.ema_start, 0)
+    assert res["seconds"]["total"] < 600 and res["encoders_probed"] == 2
+    assert all(res["margins"][k] > 0 for k in PROBES)
+    sweep = next(r for r in json.loads((ROOT / "bench" / "demo_700.json").read_text())["rows"] if r["seed"] == 0)
+    demo = res["probes"]["demo"]
+    assert all(demo[k] == sweep[k] for k in PROBES) and demo["decoder_loss"] == sweep["decoder_loss"]
+    assert res["hardware"]["cpu"].split()[0] in prose and f"{res['hardware']['threads']} threads" in prose
+    c = demo["correspondences"]
+    assert (f"{100 * c['encoder']:.1f} % of them are, against {100 * c['same grid index']:.1f} % for the "
+            f"same-grid-index rule and {100 * c['random-init encoder']:.1f} % for a random-init encoder") in prose

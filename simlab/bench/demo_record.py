@@ -29,6 +29,8 @@ def _row(r: dict) -> dict:
         out.update({name: preds[name]["all"]["loss"] for name in DENSE_FLOORS})
         # the cosine is blind to the shrinkage SiM's negative term rewards (README "Every number beside its floor")
         out["decoder_cosine"], out["content_blind_cosine"] = (preds[k]["all"]["cosine"] for k in ("decoder", CONTENT_BLIND))
+        # learned correspondences within one patch of the geometric truth, beside their floors
+        out["correspondences"] = r["dense_evidence"]["correspondences"]
     return out
 
 
