@@ -9,6 +9,7 @@ shared head's normalisation), :mod:`simlab.global_probes` (k-NN, linear, few-sho
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -105,14 +106,17 @@ def labelled_split(name: str, split: str, n: int, data_root=None, image_size: in
 def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, data_root=None,
                      random_init: Optional[int] = None, data_seed: int = 0, seed: int = 0,
                      dataset: Optional[str] = None, pool: str = "mean", log: Callable[[str], None] = _quiet,
-                     dense_pairs: int = 512) -> dict:
+                     dense_pairs: int = 512, floors: bool = True, dense_evidence_cache=None) -> dict:
     """Probe a checkpoint's encoder (or, with ``random_init=SEED``, a fresh one of its architecture)
     on the first ``train_size`` / ``test_size`` images of a dataset's train and test splits (by
     default its pretraining dataset), pooling patch tokens by ``pool`` ("mean" or "cls"); returns every
     number with the settings, the checkpoint's sha256 and the floors (:func:`probe_floors`). For a
     SiM checkpoint it adds ``dense_evidence``: its decoder's predictions on ``dense_pairs`` held-out
-    view pairs and its learned correspondences, each beside its floors (:func:`simlab.dense.dense_evidence`).
-    Numbers are rounded to 6 decimals. ``path``: a checkpoint file or a run folder."""
+    view pairs and its learned correspondences, each beside its floors (:func:`simlab.dense.dense_evidence`);
+    ``dense_evidence_cache``: a ``dense_evidence.json`` of ``03_dense_features``, used instead where it
+    scored this checkpoint on the same data, pairs and seed. ``floors=False`` leaves the floors out
+    (they need no encoder: one row of several serves). Numbers are rounded to 6 decimals. ``path``: a
+    checkpoint file or a run folder."""
     import time
 
     from .checkpoint import load_encoder, resolve_checkpoint, sha256_of
@@ -132,21 +136,41 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
     splits = {split: labelled_split(dataset, split, n, data_root, size, data_seed)
               for split, n in (("train", train_size), ("test", test_size))}
     res = probe_encoder(encoder, splits["train"], splits["test"], cfg.grid, pool=pool, seed=seed, log=log)
-    log("floors: chance, position-only dense probe, constant label")
-    res["floors"] = probe_floors(splits["train"], splits["test"], cfg.grid, size)
-    if random_init is None and dense_pairs > 0 and cfg.train.objective == "sim":
+    if floors:
+        log("floors: chance, position-only dense probe, constant label")
+        res["floors"] = probe_floors(splits["train"], splits["test"], cfg.grid, size)
+    sha = sha256_of(path)
+    n = min(dense_pairs, len(splits["test"]["images"]), len(splits["train"]["images"]))
+    cached = _cached_evidence(dense_evidence_cache, sha, dataset, data_seed, n)
+    if random_init is None and dense_pairs > 0 and cfg.train.objective == "sim" and cached is not None:
+        log(f"dense evidence: the decoder and its floors on {n} held-out view pairs, from {dense_evidence_cache}")
+        res["dense_evidence"] = cached
+    elif random_init is None and dense_pairs > 0 and cfg.train.objective == "sim":
         from .dense import dense_evidence, load_sim_model
-        n = min(dense_pairs, len(splits["test"]["images"]), len(splits["train"]["images"]))
         log(f"dense evidence: the decoder and its floors on {n} held-out view pairs")
         model = load_sim_model(path)
         mean, std = model.preprocess["mean"], model.preprocess["std"]
         _, res["dense_evidence"] = dense_evidence(model, splits["test"]["images"][:n], torch.arange(n),
                                                   splits["train"]["images"][:n], torch.arange(n), mean, std)
-    return rounded({"checkpoint": str(path), "sha256": sha256_of(path),
+    return rounded({"checkpoint": str(path), "sha256": sha,
                     "encoder": "random-init" if random_init is not None else "pretrained",
                     "random_init_seed": random_init, "dataset": dataset, "pool": pool,
                     "train_size": len(splits["train"]["labels"]), "test_size": len(splits["test"]["labels"]),
                     "data_seed": data_seed, "probe_seed": seed, **res, "seconds": time.perf_counter() - start})
+
+
+def _cached_evidence(cache, sha: str, dataset: str, data_seed: int, n: int) -> Optional[dict]:
+    """``03_dense_features``' ``dense_evidence.json`` where it scored the checkpoint ``sha`` exactly as
+    :func:`probe_checkpoint` would (the first ``n`` test and train images of ``dataset``, views and masks
+    of seed 0), without its record of what it scored; else None."""
+    import json
+    if cache is None or not Path(cache).is_file() or data_seed != 0:
+        return None
+    rec = json.loads(Path(cache).read_text())
+    if (rec.get("checkpoint_sha256"), rec.get("dataset"), rec.get("seed"), rec.get("pairs"),
+            rec.get("fit_pairs")) != (sha, dataset, 0, n, n):
+        return None
+    return {k: v for k, v in rec.items() if k not in ("checkpoint_sha256", "dataset", "seed")}
 
 
 def rounded(obj, digits: int = 6):

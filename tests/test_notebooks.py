@@ -236,7 +236,8 @@ def test_tour_runs_under_papermill_with_tiny_parameters(tmp_path):
 def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     from simlab import demo, load_encoder
     out = tmp_path / "demo"
-    demo.run(out, pretrain_steps=3, probe_sizes=(200, 100), params={"03_dense_features": {"pairs": 32}})
+    # 03 scores as many pairs as 04 would (its 100 test images), so that 04 can reuse them
+    demo.run(out, pretrain_steps=3, probe_sizes=(200, 100), params={"03_dense_features": {"pairs": 100}})
     for name in ("01_view_geometry", "02_pretrain", "03_dense_features", "04_probes"):
         assert (out / f"{name}.ipynb").exists(), name
     assert (out / "COMPLETE").exists()
@@ -252,6 +253,19 @@ def test_demo_runs_the_notebook_chain_into_one_folder(tmp_path):
     assert Path(probes[0]["checkpoint"]) == ckpt and probes[0]["train_size"] == 200
     times = json.loads((out / "demo_times.json").read_text())
     assert times["total"] >= times["02_pretrain"] > 0
+    # 04 reuses 03's dense evidence of the same checkpoint (same pairs, data and seed) instead of scoring
+    # it again, and probes the floors once (the random-init row leaves them out)
+    from simlab.probes import _cached_evidence, rounded
+    ev03 = json.loads((out / "dense_evidence.json").read_text())
+    assert ev03["checkpoint_sha256"] == probes[0]["sha256"] and ev03["pairs"] == 100
+    assert probes[0]["dense_evidence"] == rounded({k: v for k, v in ev03.items()
+                                                   if k not in ("checkpoint_sha256", "dataset", "seed")})
+    assert _cached_evidence(out / "dense_evidence.json", "0" * 64, "shapes", 0, 100) is None  # another checkpoint
+    assert _cached_evidence(out / "dense_evidence.json", probes[0]["sha256"], "shapes", 0, 64) is None  # other pairs
+    assert "floors" in probes[0] and "floors" not in probes[1]
+    executed = json.loads((out / "04_probes.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "held-out view pairs, from" in text
     # python -m simlab.bench demo: the README's record of make demo, read from this folder
     from simlab.bench.demo_record import record_demo
     rec = record_demo(out)
