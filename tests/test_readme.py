@@ -440,6 +440,7 @@ def test_make_demo_record_is_quoted_and_meets_the_demos_goal():
     assert (res["steps"], res["batch_size"], res["ema_start"], res["seed"]) == (train.steps, train.batch_size,
                                                                                train.ema_start, 0)
     assert res["seconds"]["total"] < 600 and res["encoders_probed"] == 2
+    assert f"inside the 10-minute budget by {600 - res['seconds']['total']:.0f} s" in prose
     assert all(res["margins"][k] > 0 for k in PROBES)
     sweep = next(r for r in json.loads((ROOT / "bench" / "demo_700.json").read_text())["rows"] if r["seed"] == 0)
     demo = res["probes"]["demo"]
