@@ -140,18 +140,19 @@ def probe_checkpoint(path, train_size: int = 10_000, test_size: int = 2_000, dat
         log("floors: chance, position-only dense probe, constant label")
         res["floors"] = probe_floors(splits["train"], splits["test"], cfg.grid, size)
     sha = sha256_of(path)
-    n = min(dense_pairs, len(splits["test"]["images"]), len(splits["train"]["images"]))
-    cached = _cached_evidence(dense_evidence_cache, sha, dataset, data_seed, n)
-    if random_init is None and dense_pairs > 0 and cfg.train.objective == "sim" and cached is not None:
-        log(f"dense evidence: the decoder and its floors on {n} held-out view pairs, from {dense_evidence_cache}")
-        res["dense_evidence"] = cached
-    elif random_init is None and dense_pairs > 0 and cfg.train.objective == "sim":
-        from .dense import dense_evidence, load_sim_model
-        log(f"dense evidence: the decoder and its floors on {n} held-out view pairs")
-        model = load_sim_model(path)
-        mean, std = model.preprocess["mean"], model.preprocess["std"]
-        _, res["dense_evidence"] = dense_evidence(model, splits["test"]["images"][:n], torch.arange(n),
-                                                  splits["train"]["images"][:n], torch.arange(n), mean, std)
+    if random_init is None and dense_pairs > 0 and cfg.train.objective == "sim":
+        n = min(dense_pairs, len(splits["test"]["images"]), len(splits["train"]["images"]))
+        cached = _cached_evidence(dense_evidence_cache, sha, dataset, data_seed, n)
+        if cached is not None:
+            log(f"dense evidence: the decoder and its floors on {n} held-out view pairs, from {dense_evidence_cache}")
+            res["dense_evidence"] = cached
+        else:
+            from .dense import dense_evidence, load_sim_model
+            log(f"dense evidence: the decoder and its floors on {n} held-out view pairs")
+            model = load_sim_model(path)
+            mean, std = model.preprocess["mean"], model.preprocess["std"]
+            _, res["dense_evidence"] = dense_evidence(model, splits["test"]["images"][:n], torch.arange(n),
+                                                      splits["train"]["images"][:n], torch.arange(n), mean, std)
     return rounded({"checkpoint": str(path), "sha256": sha,
                     "encoder": "random-init" if random_init is not None else "pretrained",
                     "random_init_seed": random_init, "dataset": dataset, "pool": pool,

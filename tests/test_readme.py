@@ -381,7 +381,8 @@ def test_demo_preset_is_the_committed_700_step_sweep_and_its_prose_quotes_it():
     assert preset("demo").train.ema_start == float(spec["grid"]["ema_start"][0]) == 0.99
     assert sweep_markdown(res) in readme and seed_margins_markdown(res) in readme
     m = {r["seed"]: r for r in seed_margins(res)}
-    for key, scale, unit in (("linear", 100, " points"), ("knn", 100, ""), ("fg_bg_miou", 1, ""), ("class_miou", 1, "")):
+    probes = (("linear", 100, " points"), ("knn", 100, ""), ("fg_bg_miou", 1, ""), ("class_miou", 1, ""))
+    for key, scale, unit in probes:
         vals = sorted(scale * r[key] for r in m.values())
         assert vals[0] > 0, key  # above random init in every seed
         digits = 1 if scale == 100 else 3

@@ -2,7 +2,7 @@
 beside the random-init one, read from a finished demo folder.
 
 The demo writes ``demo_times.json`` (each part's wall time) and ``probes.json`` (04_probes' rows: the
-demo run, the shipped ``demo-long`` checkpoint, a random-init encoder); this keeps the numbers the
+demo run and a random-init encoder, and any other checkpoint 04 was given); this keeps the numbers the
 README quotes, with the hardware, the run's length and each probe's margin over random init. A folder
 that is not finished (no ``COMPLETE``) is first run to the end as ``make demo`` runs it.
 """
@@ -28,7 +28,8 @@ def _row(r: dict) -> dict:
         out["decoder_loss"] = preds["decoder"]["all"]["loss"]
         out.update({name: preds[name]["all"]["loss"] for name in DENSE_FLOORS})
         # the cosine is blind to the shrinkage SiM's negative term rewards (README "Every number beside its floor")
-        out["decoder_cosine"], out["content_blind_cosine"] = (preds[k]["all"]["cosine"] for k in ("decoder", CONTENT_BLIND))
+        out["decoder_cosine"] = preds["decoder"]["all"]["cosine"]
+        out["content_blind_cosine"] = preds[CONTENT_BLIND]["all"]["cosine"]
         # learned correspondences within one patch of the geometric truth, beside their floors
         out["correspondences"] = r["dense_evidence"]["correspondences"]
     return out
