@@ -79,8 +79,8 @@ def run(out: str | Path = "runs/demo", data_root=None, pretrain_steps: int | Non
 
     trained = pretrain_steps != 0
     checkpoint = str(out / "train") if trained else None
-    # the demo run beside random init only: probing the shipped checkpoint too costs about 50 s of the
-    # 10-minute budget (04_probes with both checkpoints adds it; README "make demo")
+    # the demo run beside random init only: the shipped checkpoint would be one more encoder to probe,
+    # about a minute of the 10-minute budget (each row's seconds in bench/demo.json; README "make demo")
     compare = [str(out / "train")] if trained else [str(SHIPPED_CHECKPOINT)]
     chain = [("01_view_geometry", {}),
              ("02_pretrain", {"steps": pretrain_steps}) if trained else None,

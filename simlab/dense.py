@@ -163,6 +163,13 @@ CONTENT_BLIND = "position mean (content-blind)"
 # the same constants shrunk to minimise SiM's loss: the stricter floor, since the negative term alone
 # rewards a shrunk prediction (README "Every number beside its floor")
 CONTENT_BLIND_SHRUNK = "position mean, loss-optimal (content-blind)"
+# what a saved dense_evidence.json says it scored, so that a probe of the same checkpoint can reuse it
+EVIDENCE_SOURCE_KEYS = ("checkpoint_sha256", "dataset", "seed")
+
+
+def evidence_record(evidence: dict, checkpoint_sha256: str, dataset: str, seed: int) -> dict:
+    """:func:`dense_evidence`'s result with what it scored (:data:`EVIDENCE_SOURCE_KEYS`), as 03 saves it."""
+    return dict(zip(EVIDENCE_SOURCE_KEYS, (checkpoint_sha256, dataset, seed)), **evidence)
 
 
 def random_encoder_like(model, seed: int = 0) -> torch.nn.Module:

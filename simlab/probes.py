@@ -165,13 +165,15 @@ def _cached_evidence(cache, sha: str, dataset: str, data_seed: int, n: int) -> O
     :func:`probe_checkpoint` would (the first ``n`` test and train images of ``dataset``, views and masks
     of seed 0), without its record of what it scored; else None."""
     import json
+
+    from .dense import EVIDENCE_SOURCE_KEYS
     if cache is None or not Path(cache).is_file() or data_seed != 0:
         return None
     rec = json.loads(Path(cache).read_text())
-    if (rec.get("checkpoint_sha256"), rec.get("dataset"), rec.get("seed"), rec.get("pairs"),
-            rec.get("fit_pairs")) != (sha, dataset, 0, n, n):
+    scored = tuple(rec.get(k) for k in (*EVIDENCE_SOURCE_KEYS, "pairs", "fit_pairs"))
+    if scored != (sha, dataset, 0, n, n):
         return None
-    return {k: v for k, v in rec.items() if k not in ("checkpoint_sha256", "dataset", "seed")}
+    return {k: v for k, v in rec.items() if k not in EVIDENCE_SOURCE_KEYS}
 
 
 def rounded(obj, digits: int = 6):

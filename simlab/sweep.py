@@ -313,7 +313,8 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     import csv
     from .registry import PROBE_KEYS
     rows = collect(spec, out, failures)
-    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss", "blind_opt_loss") if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss", "blind_opt_loss")
+               if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}
     floors = {s: json.loads(_random_init_file(out, s).read_text()) for s in spec.seeds

@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 from ..dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK
+from ..report import FOUR_PROBES
 
 # the demo's acceptance: the four probes above random init, and the decoder below the content-blind loss
-PROBES = ("linear", "knn", "fg_bg_miou", "class_miou")
+PROBES = tuple(k for k, _, _ in FOUR_PROBES)
 DENSE_FLOORS = (CONTENT_BLIND, CONTENT_BLIND_SHRUNK)
 
 
@@ -46,11 +47,10 @@ def record_demo(out="runs/demo") -> dict:
     rows = json.loads((out / "probes.json").read_text())
     cfg = saved_config(out / "train")
     train = cfg.train
-    by_role = {}
+    by_role = {}  # the demo run, its random-init floor, and any other checkpoint by its row name
     for r in rows:
-        role = "random init" if r["encoder"] == "random-init" else \
-            "demo" if Path(r["checkpoint"]).resolve().is_relative_to((out / "train").resolve()) else "demo-long"
-        by_role[role] = _row(r)
+        ours = Path(r["checkpoint"]).resolve().is_relative_to((out / "train").resolve())
+        by_role["random init" if r["encoder"] == "random-init" else "demo" if ours else r["row"]] = _row(r)
     demo, floor = by_role["demo"], by_role["random init"]
     margins = {k: round(demo[k] - floor[k], 6) for k in PROBES}
     margins.update({f"decoder - {name}": round(demo["decoder_loss"] - demo[name], 6) for name in DENSE_FLOORS})
