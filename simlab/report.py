@@ -452,7 +452,19 @@ def probes_markdown(res: dict) -> str:
         f"| speed-up at the same rule | **{res['knn_speedup']:.1f}×** | {same} |",
         f"| linear probe (`linear_probe`: standardise, C from 4 values on a held-out fifth, L-BFGS) on "
         f"{res['linear_probe_train'] // 1000}k × {res['dim']} | {res['linear_probe_s']:.2f} s | "
-        f"{acc(res['linear_probe_acc'])} |"])
+        f"{acc(res['linear_probe_acc'])} |"] + blas_rows(res.get("logistic_blas_threads")))
+
+
+def blas_rows(blas) -> list:
+    """The probes table's rows for one logistic fit with BLAS on every thread and on one (absent
+    from records made before it was measured)."""
+    if not blas:
+        return []
+    label = f"one logistic fit, {blas['iterations']} L-BFGS steps on {blas['train'] // 1000}k × {blas['dim']}, BLAS on"
+    same = "same predictions" if blas["same_predictions"] else "predictions differ"
+    return [f"| {label} {blas['threads']} threads | {blas['seconds_all_threads']:.2f} s | |",
+            f"| {label} 1 thread (the probes' setting) | {blas['seconds_one_thread']:.2f} s "
+            f"(**{blas['speedup_one_thread']:.1f}×** faster) | {same} |"]
 
 
 def scaling_markdown(res: dict) -> str:

@@ -164,3 +164,36 @@ def test_linear_probe_reports_convergence_instead_of_warning(recwarn):
     assert linear_probe(x[:300], y[:300], x[300:], y[300:])["converged"] is True
     assert linear_probe(x[:300], y[:300], x[300:], y[300:], max_iter=2)["converged"] is False
     assert not [w for w in recwarn if "converge" in str(w.message)]
+
+
+def test_linear_probe_counts_the_fits_that_chose_C_in_its_convergence(monkeypatch):
+    import simlab.global_probes as gp
+    from simlab.probes import linear_probe
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(400) % 4
+    x = torch.randn(4, 30, generator=g)[y] + torch.randn(400, 30, generator=g)
+    plain, calls = gp._fit_logistic, []
+
+    def first_fit_unconverged(*args):  # the first fit is one of those choosing C, not the final one
+        clf, ok = plain(*args)
+        calls.append(ok)
+        return clf, ok and len(calls) > 1
+    monkeypatch.setattr(gp, "_fit_logistic", first_fit_unconverged)
+    res = linear_probe(x[:300], y[:300], x[300:], y[300:])
+    assert len(calls) == 5 and all(calls) and res["converged"] is False
+
+
+def test_logistic_fits_on_one_blas_thread_match_the_plain_fit_and_restore_threading():
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    from simlab.global_probes import _fit_logistic
+    g = torch.Generator().manual_seed(3)
+    y = (torch.arange(600) % 5).numpy()
+    x = (torch.randn(5, 40, generator=g)[y] + 2 * torch.randn(600, 40, generator=g)).numpy()
+    before = [i["num_threads"] for i in threadpool_info()]
+    ours, ok = _fit_logistic(x, y, 1.0, 1000)
+    plain = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    assert ok and [i["num_threads"] for i in threadpool_info()] == before
+    np.testing.assert_allclose(ours.coef_, plain.coef_, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(ours.predict(x), plain.predict(x))

@@ -1,5 +1,6 @@
 """The ``probes`` benchmark: simlab's weighted k-NN against scikit-learn's brute-force cosine
-``KNeighborsClassifier``, and the linear probe's time, on synthetic clustered features.
+``KNeighborsClassifier``, the linear probe's time, and one logistic-regression fit with BLAS on
+every thread against one thread, on synthetic clustered features.
 
 The rules coincide when simlab's temperature is infinite (every one of the k votes weighs 1):
 then both are a plain majority vote of the k nearest by cosine similarity, ties going to the
@@ -57,4 +58,31 @@ def bench_probes(quick: bool = False, n_train: int = 50_000, n_test: int = 10_00
     res = linear_probe(train_x[:n_lin], train_y[:n_lin], test_x[:2_000], test_y[:2_000])
     out.update(linear_probe_s=time.perf_counter() - start, linear_probe_train=n_lin, linear_probe_acc=res["acc"],
                linear_probe_converged=res["converged"])
+    out["logistic_blas_threads"] = blas_threads(train_x[:5_000].numpy(), train_y[:5_000].numpy(), repeats)
     return out
+
+
+def blas_threads(x, y, repeats: int = 3, iterations: int = 200) -> dict:
+    """One L-BFGS logistic fit of ``iterations`` steps (the same work either way) with BLAS on every
+    thread it has and on one; why :func:`simlab.global_probes._fit_logistic` runs on one."""
+    import warnings
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from . import timed
+    x = StandardScaler().fit_transform(x)
+    fits = {}
+
+    def fit(threads):
+        with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
+            warnings.simplefilter("ignore")
+            fits[threads] = LogisticRegression(C=10.0, max_iter=iterations, tol=0.0).fit(x, y)
+    threads = max([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"], default=1)
+    seconds = {n: timed(lambda: fit(n), repeats=repeats, warmup=0) for n in (threads, 1)}
+    return {"train": len(x), "dim": x.shape[1], "iterations": int(fits[1].n_iter_[0]), "threads": threads,
+            "seconds_all_threads": seconds[threads], "seconds_one_thread": seconds[1],
+            "speedup_one_thread": seconds[threads] / seconds[1],
+            "same_predictions": bool(np.array_equal(fits[threads].predict(x), fits[1].predict(x)))}
