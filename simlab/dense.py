@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, build_encoder, config_of, load_checkpoint
-from .floors import (PositionMean, image_mean_prediction, position_plus_image_prediction, random_patch_agreement,
+from .floors import (MatchedReadout, PositionMean, image_mean_prediction, position_plus_image_prediction, random_patch_agreement,
                      same_index_matches, score_by_region, variance_shares)
 from .features import match_channels
 from .masking import keyed_masks
@@ -55,6 +55,7 @@ class DensePair(NamedTuple):
     target: torch.Tensor  # (B, N, D) target tokens (affine-free LayerNorm)
     regions: torch.Tensor  # (B, N) long: VISIBLE, MASKED or OUTSIDE per view-2 patch
     cosine: torch.Tensor  # (B, N) cosine similarity of prediction and target
+    matched: torch.Tensor  # (B, N, Dd) the online visible view-1 token under each view-2 patch (0 elsewhere)
 
 
 def target_regions(coords: torch.Tensor, mask: torch.Tensor, grid: int) -> torch.Tensor:
@@ -81,9 +82,23 @@ def dense_pair(model, images: torch.Tensor, indices, mean, std, seed: int = 0) -
     latent = model.forward_online(views.view1, mask)
     pred = model.forward_decoder(latent, mask, views.geom1, views.geom2).float()
     target = model.forward_target(views.view2)
-    regions = target_regions(relative_coords(views.geom1, views.geom2, grid), mask, grid)
+    coords = relative_coords(views.geom1, views.geom2, grid)
+    regions = target_regions(coords, mask, grid)
     cosine = F.cosine_similarity(pred, target, dim=-1)
-    return DensePair(views.view1, views.view2, views.geom1, views.geom2, mask, pred, target, regions, cosine)
+    return DensePair(views.view1, views.view2, views.geom1, views.geom2, mask, pred, target, regions, cosine,
+                     matched_visible_tokens(latent[:, 1:].float(), mask, coords, regions, grid))
+
+
+def matched_visible_tokens(visible: torch.Tensor, mask: torch.Tensor, coords: torch.Tensor, regions: torch.Tensor,
+                           grid: int) -> torch.Tensor:
+    """visible (B, N_vis, D) online tokens of view 1's visible patches, in grid order -> (B, N, D): for
+    each view-2 patch, the token of the visible view-1 patch under its centre, zeros where none is."""
+    B, N = mask.shape
+    full = visible.new_zeros(B, N, visible.shape[-1])
+    full[~mask] = visible.reshape(-1, visible.shape[-1])
+    cell = geometric_matches(coords, grid).clamp(min=0)
+    out = torch.gather(full, 1, cell[..., None].expand(-1, -1, full.shape[-1]))
+    return out * (regions == VISIBLE)[..., None]
 
 
 def cosine_by_region(pair: DensePair) -> dict:
@@ -163,6 +178,8 @@ CONTENT_BLIND = "position mean (content-blind)"
 # the same constants shrunk to minimise SiM's loss: the stricter floor, since the negative term alone
 # rewards a shrunk prediction (README "Every number beside its floor")
 CONTENT_BLIND_SHRUNK = "position mean, loss-optimal (content-blind)"
+# a content-aware reference: what a linear read of the visible view-1 token under each patch recovers
+READOUT = "position mean + linear readout of the visible view-1 token (reference)"
 # what a saved dense_evidence.json says it scored, so that a probe of the same checkpoint can reuse it
 EVIDENCE_SOURCE_KEYS = ("checkpoint_sha256", "dataset", "seed")
 
@@ -185,16 +202,18 @@ def encoder_patch_tokens(encoder, views: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prediction_scores(pair: DensePair, fit_target: torch.Tensor, neg_weight: float) -> dict:
-    """The decoder's predictions and the floors', scored with SiM's loss, its terms and the cosine
-    per region. ``fit_target`` (B', N, D): target tokens of *other* images, to fit the content-blind
-    predictor on. Returns ``{predictor: {region: {loss, pos, neg, cosine, patches}}}``."""
-    position = PositionMean.fit(fit_target, neg_weight)
+def prediction_scores(pair: DensePair, fit: DensePair, neg_weight: float) -> dict:
+    """The decoder's predictions, the floors' and the matched-token readout's, scored with SiM's loss,
+    its terms and the cosine per region. ``fit``: pairs of *other* images, to fit the content-blind
+    predictor and the readout on. Returns ``{predictor: {region: {loss, pos, neg, cosine, patches}}}``."""
+    position = PositionMean.fit(fit.target, neg_weight)
+    readout = MatchedReadout.fit(fit.matched, fit.regions == VISIBLE, fit.target, position, neg_weight)
     B = pair.target.shape[0]
     predictions = {
         "decoder": pair.pred,
         CONTENT_BLIND: position.predict(B),
         CONTENT_BLIND_SHRUNK: position.predict(B, shrunk=True),
+        READOUT: readout.predict(pair.matched, pair.regions == VISIBLE),
         "image mean (oracle)": image_mean_prediction(pair.target),
         "position + image (oracle)": position_plus_image_prediction(pair.target, position),
     }
@@ -238,7 +257,7 @@ def dense_evidence(model, images: torch.Tensor, indices, fit_images: torch.Tenso
     report = {
         "pairs": int(pair.target.shape[0]), "fit_pairs": int(fit.target.shape[0]),
         "neg_weight": model.cfg.model.neg_weight,
-        "predictions": prediction_scores(pair, fit.target, model.cfg.model.neg_weight),
+        "predictions": prediction_scores(pair, fit, model.cfg.model.neg_weight),
         "correspondences": correspondence_scores(pair, model.encoder, random_encoder, grid),
         "decomposition": {"target": variance_shares(pair.target),
                           "encoder": variance_shares(encoder_patch_tokens(model.encoder, pair.view2)),

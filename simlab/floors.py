@@ -7,7 +7,8 @@ those rules as pure tensor maths (no model, no dataset):
 - predictors of SiM's targets that ignore view 1's content: the mean target
   token at each view-2 grid position (fitted on *other* images), the same
   shrunk to minimise SiM's loss, and two oracles that read the scored targets
-  (each image's own mean token; position mean plus image offset);
+  (each image's own mean token; position mean plus image offset); beside them a content-aware
+  reference, a linear readout of the visible view-1 token under each patch (:class:`MatchedReadout`);
 - :func:`score_by_region`: SiM's loss, its two terms and the cosine of any
   predictions, per region of view 2 (visible / masked / outside view 1);
 - :func:`variance_shares`: how much of a token set's variance is explained by
@@ -54,6 +55,43 @@ class PositionMean(NamedTuple):
         """(B, N, D): the same constants for every image."""
         src = self.shrunk if shrunk else self.means
         return src[None].expand(batch, -1, -1)
+
+
+class MatchedReadout(NamedTuple):
+    """A content-aware reference, not a floor: the loss-optimal position mean plus a linear map of the
+    visible view-1 token under each view-2 patch (where one is; the position mean alone elsewhere).
+
+    It sees what the decoder sees (the online branch's visible tokens and the geometry), fitted by
+    ridge regression on other images, so it shows how much of the targets' content beyond position
+    a linear read of the right token already recovers: a decoder level with the content-blind rule
+    but far above this one has the content at hand and does not route it.
+    ``weight`` (D_in + 1, D) maps [token, 1] to the target's offset from its position mean.
+    """
+
+    position: PositionMean
+    weight: torch.Tensor
+    shrink: torch.Tensor  # (D, D): (I + lambda F)^-1, the loss-optimal shrinkage of any prediction
+
+    @classmethod
+    def fit(cls, matched: torch.Tensor, visible: torch.Tensor, targets: torch.Tensor, position: PositionMean,
+            neg_weight: float, ridge: float = 100.0) -> "MatchedReadout":
+        """matched (B, N, D_in): the visible view-1 token under each view-2 patch; visible (B, N) bool:
+        where there is one; targets (B, N, D) of the fitting images (never the scored ones)."""
+        x = _with_bias(matched.float()[visible])
+        y = (targets.float() - position.means[None])[visible]
+        weight = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+        corr = target_correlation(targets.float())
+        shrink = torch.linalg.inv(torch.eye(corr.shape[0]) + neg_weight * corr)
+        return cls(position, weight, shrink)
+
+    def predict(self, matched: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(B, N, D): ``shrink (means_n + [visible] W [token, 1])``, shrunk as SiM's loss rewards."""
+        offset = (_with_bias(matched.float()) @ self.weight) * visible[..., None]
+        return (self.position.means[None] + offset) @ self.shrink.T
+
+
+def _with_bias(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype)], dim=-1)
 
 
 def image_mean_prediction(target: torch.Tensor) -> torch.Tensor:

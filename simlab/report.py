@@ -127,7 +127,8 @@ def id_infonce_comparison(res: dict, ids: str = "fm_infonce", random_init: str =
 SWEEP_COLUMNS = (("linear", "linear", True), ("knn", "k-NN", True), ("fg_bg_miou", "fg/bg mIoU", False),
                  ("class_miou", "class mIoU", False), ("decoder_loss", "decoder loss", False),
                  ("blind_loss", "content-blind loss", False),
-                 ("blind_opt_loss", "loss-optimal content-blind loss", False))
+                 ("blind_opt_loss", "loss-optimal content-blind loss", False),
+                 ("readout_loss", "matched-token readout loss (reference)", False))
 
 
 def sweep_markdown(report: dict) -> str:
@@ -238,13 +239,15 @@ def demo_run_markdown(res: dict) -> str:
     lines = ["| part | wall time |", "| --- | --- |"]
     lines += [f"| {label} | {_clock(t[k])} |" for k, label in parts if k in t]
     lines += [f"| **total** | **{_clock(t['total'])}** |", ""]
-    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK
+    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK, READOUT
     demo, ri, m = res["probes"]["demo"], res["probes"]["random init"], res["margins"]
+    readout = READOUT in demo  # records made before the readout reference existed lack it
     head = ["encoder", *(label for _, label, _ in FOUR_PROBES), "decoder loss", "content-blind loss",
-            "loss-optimal content-blind loss", "decoder cosine", "content-blind cosine"]
+            "loss-optimal content-blind loss", *(["matched-token readout loss"] if readout else []),
+            "decoder cosine", "content-blind cosine"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    dense = [_num(demo.get(k)) for k in ("decoder_loss", CONTENT_BLIND, CONTENT_BLIND_SHRUNK, "decoder_cosine",
-                                         "content_blind_cosine")]
+    dense = [_num(demo.get(k)) for k in ("decoder_loss", CONTENT_BLIND, CONTENT_BLIND_SHRUNK,
+                                         *([READOUT] if readout else []), "decoder_cosine", "content_blind_cosine")]
     lines.append(f"| demo (seed {res['seed']}) | " + " | ".join(
         [*(_pct(demo[k]) if pct else _num(demo[k]) for k, _, pct in FOUR_PROBES), *dense]) + " |")
     lines.append(f"| random init (seed {ri['seed']}) | " + " | ".join(
@@ -252,6 +255,7 @@ def demo_run_markdown(res: dict) -> str:
     lines.append("| demo − floor | " + " | ".join(
         [*(f"{100 * m[k]:+.1f} pts" if pct else f"{m[k]:+.3f}" for k, _, pct in FOUR_PROBES),
          "", f"{m['decoder - ' + CONTENT_BLIND]:+.3f}", f"{m['decoder - ' + CONTENT_BLIND_SHRUNK]:+.3f}",
+         *([f"{m['decoder - ' + READOUT]:+.3f}"] if readout else []),
          "", f"{demo['decoder_cosine'] - demo['content_blind_cosine']:+.3f}"]) + " |")
     return "\n".join(lines)
 

@@ -251,7 +251,7 @@ def probe_random_init(spec: SweepSpec, out: Path, log: Callable[[str], None] = p
 
 def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list[dict]:
     """One row per point: its grid values, seed, registry record and probe numbers."""
-    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK
+    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK, READOUT
     from .registry import PROBE_KEYS, run_record
     rows = []
     for p in points(spec):
@@ -274,6 +274,8 @@ def collect(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -> list
                            blind_loss=scores[CONTENT_BLIND]["all"]["loss"])
                 if CONTENT_BLIND_SHRUNK in scores:
                     row["blind_opt_loss"] = scores[CONTENT_BLIND_SHRUNK]["all"]["loss"]
+                if READOUT in scores:  # the content a linear read of the visible view-1 token recovers
+                    row["readout_loss"] = scores[READOUT]["all"]["loss"]
         rows.append(row)
     return rows
 
@@ -313,7 +315,7 @@ def write_results(spec: SweepSpec, out: Path, failures: Optional[dict] = None) -
     import csv
     from .registry import PROBE_KEYS
     rows = collect(spec, out, failures)
-    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss", "blind_opt_loss")
+    metrics = [m for m in (*PROBE_KEYS, "loss", "decoder_loss", "blind_loss", "blind_opt_loss", "readout_loss")
                if any(isinstance(r.get(m), (int, float)) for r in rows)]
     report = {"spec": asdict(spec), "rows": rows, "summary": summarise(spec, rows, metrics),
               "done": sum(r["status"] == "complete" for r in rows), "points": len(rows)}

@@ -6,10 +6,12 @@ import torch
 from simlab.checkpoint import list_checkpoints
 from simlab.config import apply_overrides
 from simlab.data import build_dataset
-from simlab.dense import CONTENT_BLIND, dense_evidence, dense_pair, load_sim_model
+from simlab.dense import (CONTENT_BLIND, READOUT, VISIBLE, dense_evidence, dense_pair, geometric_matches,
+                          load_sim_model)
 from simlab.loss import sim_loss
 from simlab.presets import preset
 from simlab.train import pretrain
+from simlab.views import relative_coords
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +50,31 @@ def test_dense_evidence_scores_the_decoder_and_its_floors_like_the_naive_rules(t
     # the random-init floor is a fixed function of its seed
     _, again = dense_evidence(tiny_model, images, torch.arange(24), fit_images, torch.arange(40), test.mean, test.std)
     assert again["correspondences"] == c
+
+
+def test_matched_tokens_are_the_online_tokens_of_the_visible_view1_patch_under_each_view2_patch(tiny_model):
+    test = build_dataset("shapes", "test", image_size=16, size=12)
+    pair = dense_pair(tiny_model, test.tensors()["images"], torch.arange(12), test.mean, test.std)
+    latent = tiny_model.forward_online(pair.view1, pair.mask)[:, 1:]  # visible tokens in grid order
+    cells = geometric_matches(relative_coords(pair.geom1, pair.geom2, tiny_model.cfg.grid), tiny_model.cfg.grid)
+    checked = 0
+    for b in range(12):
+        visible_cells = [i for i in range(pair.mask.shape[1]) if not pair.mask[b, i]]
+        for n in range(pair.mask.shape[1]):
+            if pair.regions[b, n] == VISIBLE:
+                expected = latent[b, visible_cells.index(int(cells[b, n]))]
+                checked += 1
+            else:
+                expected = torch.zeros_like(pair.matched[b, n])
+            assert torch.allclose(pair.matched[b, n], expected, atol=1e-5)
+    assert checked > 0
+
+
+def test_dense_evidence_scores_the_matched_readout_beside_the_decoder(tiny_model):
+    test = build_dataset("shapes", "test", image_size=16, size=24)
+    train = build_dataset("shapes", "train", image_size=16, size=40)
+    _, ev = dense_evidence(tiny_model, test.tensors()["images"], torch.arange(24), train.tensors()["images"],
+                           torch.arange(40), test.mean, test.std)
+    readout, decoder = ev["predictions"][READOUT], ev["predictions"]["decoder"]
+    assert {k: readout[k]["patches"] for k in readout} == {k: decoder[k]["patches"] for k in decoder}
+    assert all(readout[k]["loss"] > 0 for k in readout)

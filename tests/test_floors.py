@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from simlab.floors import (PositionMean, image_mean_prediction, position_plus_image_prediction,
+from simlab.floors import (MatchedReadout, PositionMean, image_mean_prediction, position_plus_image_prediction,
                            random_patch_agreement, rankme, same_index_matches, score_by_region, variance_shares)
 from simlab.loss import sim_loss
 
@@ -26,6 +26,37 @@ def test_content_blind_predictor_is_the_per_position_mean_of_other_images():
         p = pm.shrunk[n]
         grad = 2 * (p - fit[:, n].mean(0)) + 2 * 0.1 * corr @ p
         assert grad.abs().max() < 1e-5
+
+
+def test_matched_readout_recovers_a_linear_content_code_and_is_the_shrunk_position_mean_elsewhere():
+    g = torch.Generator().manual_seed(2)
+    B, N, Din, D = 4000, 6, 5, 4  # enough images that the position means carry little of the content
+    W = torch.randn(Din, D, generator=g)
+
+    def pairs(b):  # targets: a position code plus a linear function of the matched token, where it is visible
+        tokens = torch.randn(b, N, Din, generator=g)
+        visible = torch.rand(b, N, generator=g) < 0.6
+        code = torch.randn(N, D, generator=torch.Generator().manual_seed(9))
+        return tokens, visible, code[None] + (tokens @ W) * visible[..., None] + 0.01 * torch.randn(b, N, D, generator=g)
+    tokens, visible, targets = pairs(B)
+    lam = 0.05
+    pm = PositionMean.fit(targets, lam)
+    readout = MatchedReadout.fit(tokens, visible, targets, pm, lam, ridge=1e-3)
+    test_tokens, test_visible, test_targets = pairs(20)
+    pred = readout.predict(test_tokens, test_visible)
+    shrink = torch.linalg.inv(torch.eye(D) + lam * torch.einsum("bnd,bne->de", targets, targets) / (B * N))
+    # a hand-built prediction: (position mean + token W' + bias) shrunk, the shrunk position mean where not visible
+    x = torch.cat([test_tokens, torch.ones(20, N, 1)], -1)
+    manual = (pm.means[None] + (x @ readout.weight) * test_visible[..., None]) @ shrink.T
+    assert torch.allclose(pred, manual, atol=1e-5)
+    assert torch.allclose(pred[~test_visible], pm.shrunk[None].expand(20, N, D)[~test_visible], atol=1e-5)
+    # it learned the content: unshrunk, its visible predictions are the targets up to the noise
+    unshrunk = pred @ torch.linalg.inv(shrink.T)
+    assert (unshrunk - test_targets)[test_visible].abs().max() < 0.1
+    regions = (~test_visible).long()
+    ours = score_by_region(pred, test_targets, regions, lam, ("visible", "other"))["visible"]["loss"]
+    blind = score_by_region(pm.predict(20, shrunk=True), test_targets, regions, lam, ("visible", "other"))
+    assert ours < 0.5 * blind["visible"]["loss"]
 
 
 def test_oracles_read_the_scored_targets():
