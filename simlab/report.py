@@ -70,19 +70,24 @@ def evidence_text(ev: dict) -> str:
 def evidence_markdown(res: dict) -> str:
     """The README's evidence table for one probed SiM checkpoint: each dense number with its floors
     (generated from the committed result file, so the README cannot drift from it)."""
+    from .dense import CONTENT_BLIND_SHRUNK, READOUT
     ev, floors = res["dense_evidence"], res["floors"]
     p, c = ev["predictions"], ev["correspondences"]
     dense_floors = [k for k in floors if k != "chance"]
     rows = [("SiM loss on held-out pairs (↓)", f"{p['decoder']['all']['loss']:.3f}",
              f"position mean {p['position mean (content-blind)']['all']['loss']:.3f}; loss-optimal position "
-             f"mean {p['position mean, loss-optimal (content-blind)']['all']['loss']:.3f}"),
-            ("cosine(prediction, target) (↑)", f"{p['decoder']['all']['cosine']:.3f}",
-             f"position mean {p['position mean (content-blind)']['all']['cosine']:.3f}"),
-            ("cosine over masked view-1 patches", f"{p['decoder']['masked']['cosine']:.3f}",
-             f"position mean {p['position mean (content-blind)']['masked']['cosine']:.3f}"),
-            ("correspondences within 1 patch", _pct(c["encoder"]),
-             f"random-init encoder {_pct(c['random-init encoder'])}; same grid index "
-             f"{_pct(c['same grid index'])}; random patch {_pct(c['random patch'])}")]
+             f"mean {p[CONTENT_BLIND_SHRUNK]['all']['loss']:.3f}")]
+    if READOUT in p:  # the content a linear read of the token under each patch recovers: a reference, no floor
+        rows.append(("SiM loss over visible view-1 patches (↓)", f"{p['decoder']['visible']['loss']:.3f}",
+                     f"loss-optimal position mean {p[CONTENT_BLIND_SHRUNK]['visible']['loss']:.3f}; reference "
+                     f"with content, not a floor: matched-token readout {p[READOUT]['visible']['loss']:.3f}"))
+    rows += [("cosine(prediction, target) (↑)", f"{p['decoder']['all']['cosine']:.3f}",
+              f"position mean {p['position mean (content-blind)']['all']['cosine']:.3f}"),
+             ("cosine over masked view-1 patches", f"{p['decoder']['masked']['cosine']:.3f}",
+              f"position mean {p['position mean (content-blind)']['masked']['cosine']:.3f}"),
+             ("correspondences within 1 patch", _pct(c["encoder"]),
+              f"random-init encoder {_pct(c['random-init encoder'])}; same grid index "
+              f"{_pct(c['same grid index'])}; random patch {_pct(c['random patch'])}")]
     for key, label in (("fg_bg_miou", "dense probe fg/bg mIoU"), ("class_miou", "dense probe class mIoU")):
         rows.append((label, _num(res[key]), "; ".join(f"{k} {_num(floors[k][key])}" for k in dense_floors)))
     rows.append(("linear probe", _pct(res["linear"]), f"chance {_pct(floors['chance']['accuracy'])}"))
@@ -184,6 +189,8 @@ def seed_margins(report: dict) -> list[dict]:
             entry["decoder_vs_blind"] = row["decoder_loss"] - row["blind_loss"]
         if "decoder_loss" in row and "blind_opt_loss" in row:
             entry["decoder_vs_blind_opt"] = row["decoder_loss"] - row["blind_opt_loss"]
+        if "decoder_loss" in row and "readout_loss" in row:  # positive: content at hand the decoder leaves
+            entry["decoder_vs_readout"] = row["decoder_loss"] - row["readout_loss"]
         out.append(entry)
     return out
 
@@ -197,6 +204,9 @@ def seed_margins_markdown(report: dict) -> str:
     if any("decoder_vs_blind_opt" in m for m in margins):  # sweeps collected before it was recorded lack it
         head.append("decoder − loss-optimal content-blind loss")
         keys.append("decoder_vs_blind_opt")
+    if any("decoder_vs_readout" in m for m in margins):
+        head.append("decoder − matched-token readout loss (reference)")
+        keys.append("decoder_vs_readout")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     pct = {k: p for k, _, p in FOUR_PROBES}
 
