@@ -53,6 +53,9 @@ class ModelConfig:
     # 'absolute' queries carry view 2's own grid, as if both views were the same crop
     query_pos: str = "relative"
     scale_terms: bool = True             # ablation: false zeroes the log scale ratios of the query embedding
+    # deviation (not in SiM, where it is 1): multiplies the decoder's position codes (the visible tokens'
+    # sin-cos and the queries' embedding), which small projected tokens can otherwise drown
+    decoder_pos_gain: float = 1.0
     mask_kind: str = "block"             # block (SiM, BEiT-style) | random (ablation)
     num_masked: Optional[int] = None     # masked patches of view 1 (None: round(0.602 grid^2), 118 of 196)
     neg_weight: float = 0.02             # lambda of the loss's negative term
@@ -90,6 +93,7 @@ class ModelConfig:
         _check(self.decoder_norm in ("bn", "ln"), "decoder_norm", f"must be bn or ln, got {self.decoder_norm!r}")
         _check(self.query_pos in ("relative", "absolute"), "query_pos",
                f"must be relative or absolute, got {self.query_pos!r}")
+        _check(self.decoder_pos_gain > 0, "decoder_pos_gain", f"must be positive, got {self.decoder_pos_gain}")
         _check(self.mask_kind in ("block", "random"), "mask_kind", f"must be block or random, got {self.mask_kind!r}")
         _check(self.neg_weight >= 0, "neg_weight", f"must be >= 0, got {self.neg_weight}")
         _check(0 <= self.f_momentum < 1, "f_momentum", f"must be in [0, 1), got {self.f_momentum}")

@@ -34,9 +34,10 @@ from .vit import Encoder, Projector, init_weights, make_blocks
 class Decoder(nn.Module):
     """SiM's predictor: self-attention over [cls, visible view-1 tokens, view-2 queries]."""
 
-    def __init__(self, grid: int, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, norm: str = "bn"):
+    def __init__(self, grid: int, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, norm: str = "bn",
+                 pos_gain: float = 1.0):
         super().__init__()
-        self.grid, self.dim = grid, dim
+        self.grid, self.dim, self.pos_gain = grid, dim, pos_gain
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos_embed", grid_sincos(grid, dim, cls_token=True)[None], persistent=True)
         self.pos_mlp = nn.Linear(2 * dim, dim)  # relative embedding (2 Dd) -> Dd
@@ -49,9 +50,9 @@ class Decoder(nn.Module):
         """latent (B, 1 + N_vis, Dd) from the projector; mask (B, N) True = masked;
         query_embed (B, N, 2 Dd) relative embedding of view 2's patches -> predictions (B, N, Dd)."""
         B, _, D = latent.shape
-        pos = self.pos_embed.expand(B, -1, -1)
+        pos = self.pos_gain * self.pos_embed.expand(B, -1, -1)
         vis_pos = pos[:, 1:][~mask].reshape(B, -1, D)  # (B, N_vis, Dd): each visible token's own place
-        queries = self.mask_token + self.pos_mlp(query_embed)  # (B, N, Dd)
+        queries = self.mask_token + self.pos_gain * self.pos_mlp(query_embed)  # (B, N, Dd)
         x = torch.cat([latent[:, :1] + pos[:, :1], latent[:, 1:] + vis_pos, queries], dim=1)
         for blk in self.blocks:
             x = blk(x)
@@ -72,7 +73,7 @@ class SiM(nn.Module):
         self.projector = Projector(m.embed_dim, m.decoder_dim, m.projector_depth, m.decoder_heads,
                                    m.mlp_ratio, m.decoder_norm)
         self.decoder = Decoder(self.grid, m.decoder_dim, m.predictor_depth, m.decoder_heads, m.mlp_ratio,
-                               m.decoder_norm)
+                               m.decoder_norm, m.decoder_pos_gain)
         # the target: copies at init, never trained by gradients
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)

@@ -94,7 +94,7 @@ def test_absolute_queries_ignore_the_geometry_and_scale_switch_zeroes_scales():
 ABLATIONS = [[], ["query_pos=absolute"], ["scale_terms=false"], ["projector_depth=0"], ["predictor_depth=2"],
              ["decoder_dim=32", "decoder_heads=4"], ["neg_weight=0.5"], ["mask_kind=random"], ["num_masked=4"],
              ["train_patch_embed=true"], ["f_momentum=0.99"], ["decoder_norm=ln"],
-             ["target_centering=true"]]
+             ["target_centering=true"], ["decoder_pos_gain=5"]]
 
 
 @pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: ",".join(o) or "default")
@@ -180,3 +180,26 @@ def test_position_centred_targets_leave_no_content_blind_signal():
         model = SiM(apply_overrides(preset("tiny"), [f"target_position_centering={flag}"]).validate()).train()
         shares[flag] = variance_shares(model.forward_target(torch.randn(32, 3, 16, 16)))["position"]
     assert shares[True] < 0.002 < 0.03 < shares[False]
+
+
+def test_decoder_pos_gain_scales_the_position_codes_and_nothing_else():
+    """A decoder with gain g is the gain-1 decoder whose fixed sin-cos and query MLP are multiplied by g."""
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    plain = SiM(cfg).eval()
+    gained = copy.deepcopy(plain)
+    gained.decoder.pos_gain = 5.0
+    reference = copy.deepcopy(plain)
+    with torch.no_grad():
+        reference.decoder.pos_embed.mul_(5.0)
+        reference.decoder.pos_mlp.weight.mul_(5.0)
+        reference.decoder.pos_mlp.bias.mul_(5.0)
+    batch = make_batch(cfg)
+    with torch.no_grad():
+        latent = plain.forward_online(batch["view1"], batch["mask"])
+        outs = [m.forward_decoder(latent, batch["mask"], batch["geom1"], batch["geom2"])
+                for m in (plain, gained, reference)]
+    assert torch.allclose(outs[1], outs[2], atol=1e-5) and not torch.allclose(outs[0], outs[1], atol=1e-3)
+    assert SiM(apply_overrides(cfg, ["decoder_pos_gain=5"])).decoder.pos_gain == 5.0
+    with pytest.raises(Exception, match="decoder_pos_gain"):
+        apply_overrides(cfg, ["decoder_pos_gain=0"]).validate()

@@ -409,7 +409,7 @@ def test_the_500_step_recipe_keeps_its_name_for_the_files_made_from_it():
     the sweeps, claim, ablations and speedrun run when demo was that recipe (their files say demo)."""
     from simlab.overrides import apply_overrides
     from simlab.presets import preset
-    assert preset("demo-500").to_dict() == apply_overrides(preset("demo"), ["steps=500"]).to_dict()
+    assert preset("demo-500").to_dict() == apply_overrides(preset("demo"), ["steps=500", "decoder_pos_gain=1"]).to_dict()
     for name in ("demo_seeds", "demo_ema", "demo_ema_seeds", "demo_patch_embed", "demo_crop"):
         res = json.loads((ROOT / "bench" / f"{name}.json").read_text())
         assert res["spec"]["preset"] == "demo" and res["spec"]["steps"] is None, name
