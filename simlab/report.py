@@ -319,7 +319,7 @@ PRESET_PURPOSE = {
     "tiny": ("tests: 16 px, width 48, one block everywhere", "16 px, 4×4 grid, width 48, one block"),
     "demo": ("the README's quick run: `shapes` 32 px, 4 px patches (8×8 grid), width 128, depth 4",
              "32 px, 8×8 grid, width 128, depth 4"),
-    "demo-500": ("`demo` before it moved to 700 steps (500, EMA from 0.99): the claim, ablations, speedrun and "
+    "demo-500": ("`demo` before it moved to 700 steps and a decoder gain (500, EMA from 0.99, gain 1): the claim, ablations, speedrun and "
                  "budget sweeps ran it", "`demo`'s model"),
     "demo-long": ("the shipped checkpoint (`data/checkpoints/`): `demo` at batch 128 for 2,400 steps on 50k images",
                   "`demo`'s model"),
