@@ -53,10 +53,11 @@ def demo() -> Config:
         # shortest run measured whose encoder clears random init on all four probes and whose decoder beats
         # the content-blind rule, in each of 3 seeds (README "The demo's budget": the sweeps that chose them)
         # decoder_pos_gain (not in SiM): the projected tokens here are ~5x the norm of the decoder's sin-cos,
-        # which drowns the position its queries must find them by; x10 lets the decoder read content
-        # beyond position within the run (README "The decoder's position codes")
+        # which drowns the position its queries must find them by; x5 lets the decoder read content
+        # beyond position within the run, x10 more so at a cost to the encoder's k-NN (README "The
+        # decoder's position codes")
         model=ModelConfig(patch_size=4, embed_dim=128, depth=4, num_heads=4, decoder_dim=128, decoder_heads=4,
-                          projector_depth=1, predictor_depth=2, target_centering=True, decoder_pos_gain=10.0),
+                          projector_depth=1, predictor_depth=2, target_centering=True, decoder_pos_gain=5.0),
         train=TrainConfig(batch_size=64, steps=700, lr=1e-3, warmup_epochs=None, warmup_frac=0.05,
                           ema_start=0.99, log_every=10, checkpoint_every=100),
     )

@@ -61,6 +61,8 @@ TABLES: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "demo_700_margins": ("README.md", "bench/demo_700.json", _report("seed_margins_markdown")),
     "demo_pos_gain": ("README.md", "bench/demo_pos_gain.json", _report("sweep_markdown")),
     "demo_pos_gain_margins": ("README.md", "bench/demo_pos_gain.json", _report("seed_margins_markdown")),
+    "demo_pos_gain10": ("README.md", "bench/demo_pos_gain10.json", _report("sweep_markdown")),
+    "demo_pos_gain10_margins": ("README.md", "bench/demo_pos_gain10.json", _report("seed_margins_markdown")),
     "demo_patch_embed": ("README.md", "bench/demo_patch_embed.json", _report("sweep_markdown")),
     "demo_crop": ("README.md", "bench/demo_crop.json", _report("sweep_markdown")),
     "evidence": ("README.md", "bench/evidence.json", _report("evidence_markdown")),
