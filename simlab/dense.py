@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, build_encoder, config_of, load_checkpoint
-from .floors import (MatchedReadout, PositionMean, image_mean_prediction, position_plus_image_prediction, random_patch_agreement,
-                     same_index_matches, score_by_region, variance_shares)
+from .floors import (MatchedReadout, PositionMean, image_mean_prediction, position_plus_image_prediction,
+                     random_patch_agreement, same_index_matches, score_by_region, variance_shares)
 from .features import match_channels
 from .masking import keyed_masks
 from .views import TwoViewTransform, ViewGeometry, relative_coords
@@ -207,7 +207,7 @@ def prediction_scores(pair: DensePair, fit: DensePair, neg_weight: float) -> dic
     its terms and the cosine per region. ``fit``: pairs of *other* images, to fit the content-blind
     predictor and the readout on. Returns ``{predictor: {region: {loss, pos, neg, cosine, patches}}}``."""
     position = PositionMean.fit(fit.target, neg_weight)
-    readout = MatchedReadout.fit(fit.matched, fit.regions == VISIBLE, fit.target, position, neg_weight)
+    readout = MatchedReadout.fit(fit.matched, fit.regions == VISIBLE, fit.target, position)
     B = pair.target.shape[0]
     predictions = {
         "decoder": pair.pred,

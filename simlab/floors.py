@@ -35,11 +35,13 @@ class PositionMean(NamedTuple):
     ``means`` (N, D) is the mean target token at each view-2 grid position;
     ``shrunk`` (N, D) is ``(I + lambda F)^-1 means``, the per-position constant
     that minimises SiM's loss ``|p - z|^2 + lambda p^T F p`` on the fitting set
-    (the loss rewards shrinking along F's large directions, the cosine does not).
+    (the loss rewards shrinking along F's large directions, the cosine does not);
+    ``shrink`` (D, D) is ``(I + lambda F)^-1`` itself, for any other prediction fitted on the same set.
     """
 
     means: torch.Tensor
     shrunk: torch.Tensor
+    shrink: torch.Tensor
 
     @classmethod
     def fit(cls, targets: torch.Tensor, neg_weight: float) -> "PositionMean":
@@ -49,7 +51,7 @@ class PositionMean(NamedTuple):
         corr = target_correlation(targets)  # (D, D)
         eye = torch.eye(corr.shape[0], dtype=corr.dtype)
         shrunk = torch.linalg.solve(eye + neg_weight * corr, means.T).T  # F symmetric: solve per position
-        return cls(means, shrunk)
+        return cls(means, shrunk, torch.linalg.inv(eye + neg_weight * corr))
 
     def predict(self, batch: int, shrunk: bool = False) -> torch.Tensor:
         """(B, N, D): the same constants for every image."""
@@ -68,26 +70,23 @@ class MatchedReadout(NamedTuple):
     ``weight`` (D_in + 1, D) maps [token, 1] to the target's offset from its position mean.
     """
 
-    position: PositionMean
+    position: PositionMean  # fitted on the same images; its shrink is the loss-optimal one here too
     weight: torch.Tensor
-    shrink: torch.Tensor  # (D, D): (I + lambda F)^-1, the loss-optimal shrinkage of any prediction
 
     @classmethod
     def fit(cls, matched: torch.Tensor, visible: torch.Tensor, targets: torch.Tensor, position: PositionMean,
-            neg_weight: float, ridge: float = 100.0) -> "MatchedReadout":
+            ridge: float = 100.0) -> "MatchedReadout":
         """matched (B, N, D_in): the visible view-1 token under each view-2 patch; visible (B, N) bool:
-        where there is one; targets (B, N, D) of the fitting images (never the scored ones)."""
+        where there is one; targets (B, N, D) of the fitting images (never the scored ones), on which
+        ``position`` was fitted."""
         x = _with_bias(matched.float()[visible])
         y = (targets.float() - position.means[None])[visible]
-        weight = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
-        corr = target_correlation(targets.float())
-        shrink = torch.linalg.inv(torch.eye(corr.shape[0]) + neg_weight * corr)
-        return cls(position, weight, shrink)
+        return cls(position, torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y))
 
     def predict(self, matched: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """(B, N, D): ``shrink (means_n + [visible] W [token, 1])``, shrunk as SiM's loss rewards."""
         offset = (_with_bias(matched.float()) @ self.weight) * visible[..., None]
-        return (self.position.means[None] + offset) @ self.shrink.T
+        return (self.position.means[None] + offset) @ self.position.shrink.T
 
 
 def _with_bias(x: torch.Tensor) -> torch.Tensor:

@@ -50,9 +50,11 @@ class Decoder(nn.Module):
         """latent (B, 1 + N_vis, Dd) from the projector; mask (B, N) True = masked;
         query_embed (B, N, 2 Dd) relative embedding of view 2's patches -> predictions (B, N, Dd)."""
         B, _, D = latent.shape
-        pos = self.pos_gain * self.pos_embed.expand(B, -1, -1)
+        gain = self.pos_gain
+        pos = (self.pos_embed if gain == 1 else gain * self.pos_embed).expand(B, -1, -1)  # scaled once, not per image
         vis_pos = pos[:, 1:][~mask].reshape(B, -1, D)  # (B, N_vis, Dd): each visible token's own place
-        queries = self.mask_token + self.pos_gain * self.pos_mlp(query_embed)  # (B, N, Dd)
+        query_pos = self.pos_mlp(query_embed)
+        queries = self.mask_token + (query_pos if gain == 1 else gain * query_pos)  # (B, N, Dd)
         x = torch.cat([latent[:, :1] + pos[:, :1], latent[:, 1:] + vis_pos, queries], dim=1)
         for blk in self.blocks:
             x = blk(x)

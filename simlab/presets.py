@@ -52,7 +52,7 @@ def demo() -> Config:
         # Batch 64 learns more than 128 from the same images at the same images/s, and 700 steps are the
         # shortest run measured whose encoder clears random init on all four probes and whose decoder beats
         # the content-blind rule, in each of 3 seeds (README "The demo's budget": the sweeps that chose them)
-        # decoder_pos_gain (not in SiM): the projected tokens here are ~5x the norm of the decoder's sin-cos,
+        # decoder_pos_gain (not in SiM): the projected tokens here are large against the decoder's sin-cos,
         # which drowns the position its queries must find them by; x5 lets the decoder read content
         # beyond position within the run, x10 more so at a cost to the encoder's k-NN (README "The
         # decoder's position codes")

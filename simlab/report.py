@@ -70,21 +70,21 @@ def evidence_text(ev: dict) -> str:
 def evidence_markdown(res: dict) -> str:
     """The README's evidence table for one probed SiM checkpoint: each dense number with its floors
     (generated from the committed result file, so the README cannot drift from it)."""
-    from .dense import CONTENT_BLIND_SHRUNK, READOUT
+    from .dense import CONTENT_BLIND, CONTENT_BLIND_SHRUNK, READOUT
     ev, floors = res["dense_evidence"], res["floors"]
     p, c = ev["predictions"], ev["correspondences"]
     dense_floors = [k for k in floors if k != "chance"]
     rows = [("SiM loss on held-out pairs (↓)", f"{p['decoder']['all']['loss']:.3f}",
-             f"position mean {p['position mean (content-blind)']['all']['loss']:.3f}; loss-optimal position "
+             f"position mean {p[CONTENT_BLIND]['all']['loss']:.3f}; loss-optimal position "
              f"mean {p[CONTENT_BLIND_SHRUNK]['all']['loss']:.3f}")]
     if READOUT in p:  # the content a linear read of the token under each patch recovers: a reference, no floor
         rows.append(("SiM loss over visible view-1 patches (↓)", f"{p['decoder']['visible']['loss']:.3f}",
                      f"loss-optimal position mean {p[CONTENT_BLIND_SHRUNK]['visible']['loss']:.3f}; reference "
                      f"with content, not a floor: matched-token readout {p[READOUT]['visible']['loss']:.3f}"))
     rows += [("cosine(prediction, target) (↑)", f"{p['decoder']['all']['cosine']:.3f}",
-              f"position mean {p['position mean (content-blind)']['all']['cosine']:.3f}"),
+              f"position mean {p[CONTENT_BLIND]['all']['cosine']:.3f}"),
              ("cosine over masked view-1 patches", f"{p['decoder']['masked']['cosine']:.3f}",
-              f"position mean {p['position mean (content-blind)']['masked']['cosine']:.3f}"),
+              f"position mean {p[CONTENT_BLIND]['masked']['cosine']:.3f}"),
              ("correspondences within 1 patch", _pct(c["encoder"]),
               f"random-init encoder {_pct(c['random-init encoder'])}; same grid index "
               f"{_pct(c['same grid index'])}; random patch {_pct(c['random patch'])}")]

@@ -41,7 +41,7 @@ def test_matched_readout_recovers_a_linear_content_code_and_is_the_shrunk_positi
     tokens, visible, targets = pairs(B)
     lam = 0.05
     pm = PositionMean.fit(targets, lam)
-    readout = MatchedReadout.fit(tokens, visible, targets, pm, lam, ridge=1e-3)
+    readout = MatchedReadout.fit(tokens, visible, targets, pm, ridge=1e-3)
     test_tokens, test_visible, test_targets = pairs(20)
     pred = readout.predict(test_tokens, test_visible)
     shrink = torch.linalg.inv(torch.eye(D) + lam * torch.einsum("bnd,bne->de", targets, targets) / (B * N))

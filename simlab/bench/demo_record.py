@@ -18,6 +18,8 @@ from ..report import FOUR_PROBES
 # the demo's acceptance: the four probes above random init, and the decoder below the content-blind loss
 PROBES = tuple(k for k, _, _ in FOUR_PROBES)
 DENSE_FLOORS = (CONTENT_BLIND, CONTENT_BLIND_SHRUNK)
+# the decoder's loss is recorded beside these, the matched-token readout (a reference) where scored
+DENSE_REFERENCES = (*DENSE_FLOORS, READOUT)
 
 
 def _row(r: dict) -> dict:
@@ -27,7 +29,7 @@ def _row(r: dict) -> dict:
     preds = r.get("dense_evidence", {}).get("predictions", {})
     if preds:
         out["decoder_loss"] = preds["decoder"]["all"]["loss"]
-        out.update({name: preds[name]["all"]["loss"] for name in (*DENSE_FLOORS, READOUT) if name in preds})
+        out.update({name: preds[name]["all"]["loss"] for name in DENSE_REFERENCES if name in preds})
         # the cosine is blind to the shrinkage SiM's negative term rewards (README "Every number beside its floor")
         out["decoder_cosine"] = preds["decoder"]["all"]["cosine"]
         out["content_blind_cosine"] = preds[CONTENT_BLIND]["all"]["cosine"]
@@ -54,7 +56,7 @@ def record_demo(out="runs/demo") -> dict:
     demo, floor = by_role["demo"], by_role["random init"]
     margins = {k: round(demo[k] - floor[k], 6) for k in PROBES}
     margins.update({f"decoder - {name}": round(demo["decoder_loss"] - demo[name], 6)
-                    for name in (*DENSE_FLOORS, READOUT) if name in demo})
+                    for name in DENSE_REFERENCES if name in demo})
     return {"command": "make demo", "steps": train.steps, "batch_size": train.batch_size,
             "ema_start": train.ema_start, "seed": cfg.seed,
             "probe_sizes": [rows[0]["train_size"], rows[0]["test_size"]], "encoders_probed": len(rows),
